@@ -1,0 +1,1 @@
+"""realgap.data"""

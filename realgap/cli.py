@@ -1,0 +1,76 @@
+"""The ``realgap`` command line.
+
+    realgap <command> [--resume] [--overwrite] [hydra.overrides ...]
+
+Each command composes the Hydra config ``realgap/conf/<command>.yaml`` with the overrides and
+calls the function that owns the job. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from realgap.errors import RealgapError
+
+# command -> (config name, "module:function", help). The function takes (cfg, resume, overwrite).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "expert": ("expert", "realgap.envs.expert_eval:main", "roll out the scripted expert and report its success"),
+    "collect": ("collect", "realgap.data.collect:main", "collect scripted-expert demonstrations into zarr"),
+    "train": ("train", "realgap.policies.train:main", "train a chunked diffusion policy"),
+    "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
+    "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
+}
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose a config from the packaged tree; Hydra errors become one-line RealgapErrors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="realgap.conf", version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RealgapError(f"config '{config_name}': {first}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="realgap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same output")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+        p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. suite=default workers=2")
+    args = parser.parse_args(argv)
+    config_name, target, _ = COMMANDS[args.command]
+    try:
+        if args.resume and args.overwrite:
+            raise RealgapError("--resume and --overwrite exclude each other")
+        cfg = compose(config_name, args.overrides)
+        if args.cfg:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        module, func = target.split(":")
+        result = getattr(importlib.import_module(module), func)(cfg, resume=args.resume, overwrite=args.overwrite)
+        return int(result or 0)
+    except RealgapError as e:
+        print(f"realgap {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"realgap {args.command}: interrupted; completed work is kept (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hydra config tree; groups mirror the packages (env/, randomization/, data/, policy/, suite/)."""
