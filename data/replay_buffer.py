@@ -1,0 +1,243 @@
+"""Episode storage in zarr, in diffusion_policy's replay-buffer layout.
+
+    <store>/data/<key>          per-step arrays of all episodes, concatenated along time
+    <store>/meta/episode_ends   int64 cumulative ends (episode i is data[ends[i-1]:ends[i]])
+    <store>/meta/episode_info   one JSON string per episode (seed, task, DR params, success, ...)
+    <store>/zarr.json           attribute ``n_episodes``: the commit marker
+
+One class serves demonstrations and evaluation episode stores.
+
+Crash safety: ``append_episode`` writes ``data/*`` first, then ``meta/*``, and bumps the
+``n_episodes`` attribute last. zarr's local store writes every file atomically, so a kill at any point
+leaves the previous episodes intact; opening with ``mode="a"`` truncates the uncommitted tail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from realgap.errors import RealgapError
+
+CHUNK_BYTES = 2 * 1024 * 1024  # ~2 MB chunks along time, as diffusion_policy
+LAYOUT_VERSION = 1
+
+
+def _compressor(dtype: np.dtype, ndim: int) -> BloscCodec:
+    # Images: zstd (lossless, strong on flat-coloured renders); low-dim: fast lz4.
+    if dtype == np.uint8 and ndim >= 3:
+        return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def _to_jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None if np.isnan(x) else (1e308 if x > 0 else -1e308)
+    return x
+
+
+def to_json(info: Mapping[str, Any]) -> str:
+    """JSON for episode metadata; numpy values become plain Python values."""
+    return json.dumps(_to_jsonable(info), sort_keys=True)
+
+
+class ReplayBuffer:
+    """A zarr replay buffer. Use :meth:`create`, :meth:`open` or :meth:`open_output`."""
+
+    def __init__(self, root: zarr.Group, path: Path, writable: bool):
+        self.root = root
+        self.path = path
+        self.writable = writable
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool = False) -> "ReplayBuffer":
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise RealgapError(f"{path}: already exists (pass --overwrite to replace it, or --resume)")
+            shutil.rmtree(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            root = zarr.open_group(str(path), mode="w")
+        except OSError as e:
+            raise RealgapError(f"{path}: cannot create store ({e.strerror or e})") from e
+        root.create_group("data")
+        meta = root.create_group("meta")
+        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64")
+        meta.create_array("episode_info", shape=(0,), chunks=(1024,), dtype=str)
+        root.attrs.update({"n_episodes": 0, "layout": "realgap.replay_buffer", "layout_version": LAYOUT_VERSION})
+        return cls(root, path, writable=True)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> "ReplayBuffer":
+        """Open an existing store; ``mode="a"`` also truncates any uncommitted tail."""
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        if not (path / "zarr.json").exists():
+            raise RealgapError(f"{path}: not a zarr store (no zarr.json)")
+        try:
+            root = zarr.open_group(str(path), mode="r+" if mode == "a" else "r")
+        except Exception as e:  # zarr raises assorted errors on a damaged store
+            raise RealgapError(f"{path}: cannot open store ({type(e).__name__}: {e})") from e
+        buf = cls(root, path, writable=(mode == "a"))
+        buf._validate()
+        if mode == "a":
+            buf._truncate_uncommitted()
+        return buf
+
+    @classmethod
+    def open_output(cls, path: str | Path, *, resume: bool, overwrite: bool) -> "ReplayBuffer":
+        """The output rule of every realgap command: never overwrite silently; resume continues."""
+        path = Path(path)
+        if resume and overwrite:
+            raise RealgapError("--resume and --overwrite exclude each other")
+        if path.exists() and resume:
+            return cls.open(path, mode="a")
+        if path.exists() and not overwrite:
+            raise RealgapError(f"{path}: output exists; pass --resume to continue it or --overwrite to replace it")
+        return cls.create(path, overwrite=overwrite)
+
+    # ------------------------------------------------------------- validation
+    def _validate(self) -> None:
+        where = self.path
+        try:
+            meta = self.root["meta"]
+            ends_arr = meta["episode_ends"]
+            info_arr = meta["episode_info"]
+            data = self.root["data"]
+        except KeyError as e:
+            raise RealgapError(f"{where}: missing {e.args[0]!r} (expected meta/episode_ends, meta/episode_info, data/)") from e
+        n = self.root.attrs.get("n_episodes")
+        if not isinstance(n, int) or n < 0:
+            raise RealgapError(f"{where}: attribute n_episodes is missing or invalid ({n!r})")
+        if ends_arr.shape[0] < n or info_arr.shape[0] < n:
+            raise RealgapError(
+                f"{where}: meta/episode_ends has {ends_arr.shape[0]} entries, meta/episode_info "
+                f"{info_arr.shape[0]}, but n_episodes is {n}"
+            )
+        ends = np.asarray(ends_arr[:n])
+        if n and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+            bad = int(np.argmax(np.diff(np.concatenate([[0], ends])) <= 0))
+            raise RealgapError(f"{where}: meta/episode_ends is not strictly increasing (at episode {bad})")
+        total = int(ends[-1]) if n else 0
+        for key, arr in data.arrays():
+            if arr.shape[0] < total:
+                raise RealgapError(f"{where}: data/{key} has {arr.shape[0]} steps, episode_ends needs {total}")
+
+    def _truncate_uncommitted(self) -> None:
+        n, total = self.n_episodes, self.n_steps
+        data = self.root["data"]
+        if n == 0:  # a first episode that never committed may have created only some keys
+            for key in [k for k, _ in data.arrays()]:
+                del data[key]
+        for _, arr in data.arrays():
+            if arr.shape[0] != total:
+                arr.resize((total, *arr.shape[1:]))
+        for name in ("episode_ends", "episode_info"):
+            arr = self.root["meta"][name]
+            if arr.shape[0] != n:
+                arr.resize((n,))
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def n_episodes(self) -> int:
+        return int(self.root.attrs["n_episodes"])
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return np.asarray(self.root["meta/episode_ends"][: self.n_episodes], dtype=np.int64)
+
+    @property
+    def n_steps(self) -> int:
+        n = self.n_episodes
+        return int(self.root["meta/episode_ends"][n - 1]) if n else 0
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(k for k, _ in self.root["data"].arrays())
+
+    def episode_slice(self, i: int) -> slice:
+        if not 0 <= i < self.n_episodes:
+            raise IndexError(f"episode {i} out of range (store has {self.n_episodes})")
+        ends = self.root["meta/episode_ends"]
+        start = int(ends[i - 1]) if i > 0 else 0
+        return slice(start, int(ends[i]))
+
+    def episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        sl = self.episode_slice(i)
+        return {k: np.asarray(self.root["data"][k][sl]) for k in (keys or self.keys)}
+
+    def episode_info(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < self.n_episodes:
+            raise IndexError(f"episode {i} out of range (store has {self.n_episodes})")
+        return json.loads(str(self.root["meta/episode_info"][i]))
+
+    def episode_infos(self) -> list[dict[str, Any]]:
+        n = self.n_episodes
+        return [json.loads(str(s)) for s in self.root["meta/episode_info"][:n]] if n else []
+
+    def array(self, key: str) -> np.ndarray:
+        """All committed steps of ``data/<key>`` in memory."""
+        if key not in self.keys:
+            raise RealgapError(f"{self.path}: missing data/{key} (has {', '.join(self.keys) or 'no keys'})")
+        return np.asarray(self.root["data"][key][: self.n_steps])
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(self.n_episodes):
+            yield self.episode(i)
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    # ----------------------------------------------------------------- writes
+    def append_episode(self, steps: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> int:
+        """Append one complete episode; returns its index. All arrays share their first (time) axis."""
+        if not self.writable:
+            raise RealgapError(f"{self.path}: opened read-only")
+        lengths = {k: len(v) for k, v in steps.items()}
+        if not steps or len(set(lengths.values())) != 1 or 0 in lengths.values():
+            raise ValueError(f"episode arrays must share one non-zero length, got {lengths}")
+        existing = self.keys
+        if self.n_episodes and sorted(steps) != existing:
+            raise ValueError(f"episode keys {sorted(steps)} differ from the store's {existing}")
+        info_json = to_json(info)  # fail before writing anything
+        data = self.root["data"]
+        start = self.n_steps
+        for key, value in steps.items():
+            value = np.ascontiguousarray(value)
+            if key not in existing:
+                row_bytes = max(1, int(np.prod(value.shape[1:], dtype=np.int64)) * value.dtype.itemsize)
+                chunk_rows = int(max(1, min(CHUNK_BYTES // row_bytes, 1 << 16)))
+                data.create_array(
+                    key, shape=(0, *value.shape[1:]), chunks=(chunk_rows, *value.shape[1:]),
+                    dtype=value.dtype, compressors=_compressor(value.dtype, value.ndim),
+                )
+            arr = data[key]
+            if arr.shape[1:] != value.shape[1:] or arr.dtype != value.dtype:
+                raise ValueError(f"data/{key}: got {value.dtype}{value.shape[1:]}, store has {arr.dtype}{arr.shape[1:]}")
+            arr.resize((start + len(value), *arr.shape[1:]))
+            arr[start:] = value
+        n = self.n_episodes
+        end = start + next(iter(lengths.values()))
+        for name, value in (("episode_ends", np.array([end], np.int64)), ("episode_info", np.array([info_json], dtype=object))):
+            arr = self.root["meta"][name]
+            arr.resize((n + 1,))
+            arr[n:] = value
+        self.root.attrs["n_episodes"] = n + 1  # the commit
+        return n
