@@ -1,0 +1,328 @@
+"""``PlaceInReceptacleEnv``: "place <object> in <receptacle>" on the MuJoCo tabletop.
+
+Episode flow (``reset``): sample the task (stream "task") -> DR ``reset_model`` (restore nominal,
+model axes) -> nominal layout (slots) -> DR ``reset_state`` (placement jitter) -> gripper home ->
+settle one control period -> DR ``sensing`` channel. Each ``step`` integrates the normalized action
+into the position-actuator targets and runs ``N_SUBSTEPS`` physics steps (10 Hz control).
+
+Episode ends: ``terminated`` on success; ``truncated`` on timeout, and also when the simulation goes
+unstable (NaN/inf state or a MuJoCo BADQACC/BADQPOS/BADQVEL warning) -- an unstable episode is not
+an MDP terminal state, so it is a truncation with ``info["termination_reason"] = "unstable: <what>"``.
+"""
+
+from __future__ import annotations
+
+import string
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from realgap.envs import scene as S
+from realgap.envs.catalogue import ITEM_NAMES, OBJECT_NAMES, OBJECTS, RECEPTACLES, body_name, object_spec, receptacle_spec
+from realgap.envs.tasks import Task, object_pool, receptacle_pool, sample_task
+from realgap.errors import RealgapError
+
+OBS_MODES = ("state", "image", "state+image")
+CAMERAS = ("front", "wrist")
+MAX_EE_STEP = 0.04  # metres per env step at |action| = 1 (0.4 m/s at 10 Hz)
+MAX_TARGET_LEAD = 0.06  # the actuator target never runs further than this ahead of the gripper
+OBJECT_ROW = 6  # [present, x, y, z, cos yaw, sin yaw]
+INSTRUCTION_CHARSET = string.ascii_lowercase + " "
+INSTRUCTION_MAX_LEN = 96
+DEFAULT_MAX_STEPS = 100
+UNSTABLE_WARNINGS = {
+    mujoco.mjtWarning.mjWARN_BADQACC: "bad qacc",
+    mujoco.mjtWarning.mjWARN_BADQPOS: "bad qpos",
+    mujoco.mjtWarning.mjWARN_BADQVEL: "bad qvel",
+}
+
+
+def yaw_of(quat: np.ndarray) -> float:
+    w, x, y, z = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+class PlaceInReceptacleEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": S.CONTROL_HZ}
+
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        image_size: int = 96,
+        cameras=("front",),
+        include_privileged: bool = True,
+        randomization=None,
+        allow_held_out: bool = False,
+        objects=None,
+        receptacles=None,
+        max_episode_steps: int = DEFAULT_MAX_STEPS,
+        render_mode: str | None = None,
+        render_size: int | None = None,
+    ):
+        # -- validate everything before building or simulating anything --
+        if obs_mode not in OBS_MODES:
+            raise RealgapError(f"obs_mode: {obs_mode!r} is not one of {OBS_MODES}")
+        if not isinstance(image_size, (int, np.integer)) or not 16 <= int(image_size) <= 1024:
+            raise RealgapError(f"image_size: {image_size!r} must be an integer in [16, 1024]")
+        cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
+        if not cameras or any(c not in CAMERAS for c in cameras) or len(set(cameras)) != len(cameras):
+            raise RealgapError(f"cameras: {list(cameras)} must be distinct names from {CAMERAS}")
+        if render_mode not in (None, "rgb_array"):
+            raise RealgapError(f"render_mode: {render_mode!r} is not one of [None, 'rgb_array']")
+        if not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1:
+            raise RealgapError(f"max_episode_steps: {max_episode_steps!r} must be a positive integer")
+        self.obs_mode, self.image_size, self.cameras = obs_mode, int(image_size), cameras
+        # object_state is privileged: on by default in every mode (the expert and analyses read it).
+        self.include_privileged = bool(include_privileged)
+        self.object_pool = object_pool(objects, allow_held_out)
+        self.receptacle_pool = receptacle_pool(receptacles, allow_held_out)
+        self.randomizer = self._make_randomizer(randomization)
+        self.render_mode, self.render_size = render_mode, int(render_size or image_size)
+        self._max_steps = int(max_episode_steps)
+
+        # -- the one compiled model --
+        self.model = mujoco.MjModel.from_xml_string(S.build_mjcf(max(self.image_size, self.render_size)))
+        S.pin_at_centre_of_mass(self.model)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self._obj_body = [m.body(body_name(o.name)).id for o in OBJECTS]
+        self._obj_qadr = [int(m.jnt_qposadr[m.joint(body_name(o.name) + "_free").id]) for o in OBJECTS]
+        self._obj_vadr = [int(m.jnt_dofadr[m.joint(body_name(o.name) + "_free").id]) for o in OBJECTS]
+        self._obj_geom = [m.geom(body_name(o.name)).id for o in OBJECTS]
+        self._park_eq = [m.equality("park_" + body_name(o.name)).id for o in OBJECTS]
+        self._rec_body = [m.body(body_name(r.name)).id for r in RECEPTACLES]
+        self._rec_nominal = (m.body_pos.copy(), m.body_quat.copy())
+        self._ee_qadr = [int(m.jnt_qposadr[m.joint(n).id]) for n in ("ee_x", "ee_y", "ee_z")]
+        self._ee_vadr = [int(m.jnt_dofadr[m.joint(n).id]) for n in ("ee_x", "ee_y", "ee_z")]
+        self._finger_qadr = [int(m.jnt_qposadr[m.joint(n).id]) for n in ("finger_left", "finger_right")]
+        self._gripper_bodies = {m.body(n).id for n in ("gripper", "finger_left", "finger_right")}
+        if self.randomizer is not None:
+            self.randomizer.bind(self.model, self._scene_info(None))
+
+        # -- spaces --
+        n_items = len(ITEM_NAMES)
+        obs = {"proprio": spaces.Box(-np.inf, np.inf, (8,), np.float32)}
+        if self.include_privileged:
+            obs["object_state"] = spaces.Box(-np.inf, np.inf, (n_items * OBJECT_ROW,), np.float32)
+        if "image" in obs_mode:
+            for cam in cameras:
+                obs[f"image_{cam}"] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        obs["instruction"] = spaces.Text(INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        self._renderers: dict[tuple[str, int], mujoco.Renderer] = {}
+        self.task: Task | None = None
+        self._target = S.EE_HOME.copy()
+        self._steps, self._closing = 0, False
+        self._sensing = None
+        self.episode_seed: int | None = None
+
+    # ------------------------------------------------------------------ setup helpers
+    @staticmethod
+    def _make_randomizer(cfg):
+        if cfg is None:
+            return None
+        from realgap.randomization import Randomizer
+
+        return Randomizer(cfg)
+
+    def _scene_info(self, task: Task | None):
+        """What the randomizer may touch: at bind every catalogue item, per episode the present ones."""
+        from realgap.randomization import SceneInfo
+
+        objects = task.objects if task else OBJECT_NAMES
+        recs = task.receptacles if task else tuple(r.name for r in RECEPTACLES)
+        return SceneInfo(
+            object_bodies=tuple(body_name(o) for o in objects),
+            receptacle_bodies=tuple(body_name(r) for r in recs),
+            target_object=body_name(task.target_object) if task else None,
+            target_receptacle=body_name(task.target_receptacle) if task else None,
+            receptacle_inner_half_extents={
+                body_name(r): self._inner_half_extents(r) for r in recs
+            },
+            receptacle_floor_z={body_name(r): S.RECEPTACLE_FLOOR for r in recs},
+            table_bounds=S.TABLE_BOUNDS,
+            table_z=0.0,
+            object_joints={body_name(o): body_name(o) + "_free" for o in objects},
+            cameras=CAMERAS,
+            lights=("main",),
+        )
+
+    @staticmethod
+    def _inner_half_extents(name: str) -> tuple[float, float]:
+        spec = receptacle_spec(name)
+        if spec.round:  # the square inscribed in the circle
+            return (spec.inner[0] / np.sqrt(2),) * 2
+        return tuple(spec.inner)
+
+    @property
+    def max_episode_steps(self) -> int:
+        # gym.make(..., max_episode_steps=n) lands in the spec, not in our kwargs: follow it.
+        spec_steps = self.spec.max_episode_steps if self.spec is not None else None
+        return int(spec_steps) if spec_steps else self._max_steps
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
+        self.task = sample_task(self.episode_seed, self.object_pool, self.receptacle_pool)
+        m, d = self.model, self.data
+        m.body_pos[:], m.body_quat[:] = self._rec_nominal  # receptacles back to their park poses
+
+        dr_params = {}
+        if self.randomizer is not None:  # DR hook 2: restore nominal model, apply model axes
+            dr_params |= self.randomizer.reset_model(m, self.episode_seed)
+            for renderer in self._renderers.values():
+                self.randomizer.upload_textures(m, renderer)
+        mujoco.mj_resetData(m, d)  # objects at qpos0 (parked, pinned), warning counters cleared
+        self._write_nominal_layout(self.task)
+        if self.randomizer is not None:  # DR hook 3: placement / pre-placement on the nominal layout
+            dr_params |= self.randomizer.reset_state(m, d, self.episode_seed, self._scene_info(self.task))
+
+        self._target = S.EE_HOME.copy()
+        d.qpos[self._ee_qadr] = self._target
+        d.qpos[self._finger_qadr] = S.FINGER_OPEN
+        d.ctrl[:3], d.ctrl[3:5] = self._target, S.FINGER_OPEN
+        mujoco.mj_forward(m, d)
+        mujoco.mj_step(m, d, nstep=S.N_SUBSTEPS)  # let objects settle onto the table
+
+        self._sensing = None
+        if self.randomizer is not None:  # DR hook 4: the episode's sensing channel
+            self._sensing = self.randomizer.sensing(self.episode_seed)
+            dr_params["sensing"] = self._sensing.params
+        self._steps, self._closing = 0, False
+        info = {"task": self.task.to_dict(), "dr_params": dr_params, "episode_seed": self.episode_seed}
+        return self._observe(), info
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(4), -1.0, 1.0)
+        if self._sensing is not None:
+            action = np.clip(np.asarray(self._sensing.act(action), dtype=np.float64), -1.0, 1.0)
+        m, d = self.model, self.data
+        ee = d.qpos[self._ee_qadr]
+        target = self._target + action[:3] * MAX_EE_STEP
+        target = np.clip(target, ee - MAX_TARGET_LEAD, ee + MAX_TARGET_LEAD)  # no wind-up when blocked
+        self._target = np.clip(target, S.WORKSPACE_LOW, S.WORKSPACE_HIGH)
+        d.ctrl[:3] = self._target
+        d.ctrl[3:5] = S.FINGER_CLOSED if action[3] > 0 else S.FINGER_OPEN
+        self._closing = action[3] > 0
+        mujoco.mj_step(m, d, nstep=S.N_SUBSTEPS)
+        self._steps += 1
+
+        unstable = self._instability()
+        success = not unstable and self._success()
+        terminated = success
+        truncated = bool(unstable) or (not success and self._steps >= self.max_episode_steps)
+        info = {"is_success": bool(success)}
+        if unstable:
+            info["termination_reason"] = f"unstable: {unstable}"
+        elif success:
+            info["termination_reason"] = "success"
+        elif truncated:
+            info["termination_reason"] = "timeout"
+        obs = self._observe()
+        if unstable:  # keep the observation inside its space; the episode is over anyway
+            for k, v in obs.items():
+                if isinstance(v, np.ndarray) and v.dtype == np.float32:
+                    obs[k] = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+        return obs, float(success), terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self._render("front", self.render_size)
+
+    def close(self):
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    # ------------------------------------------------------------------ internals
+    def _write_nominal_layout(self, task: Task) -> None:
+        m, d = self.model, self.data
+        for name, slot in zip(task.receptacles, task.receptacle_slots):
+            b = self._rec_body[RECEPTACLES.index(receptacle_spec(name))]
+            m.body_pos[b] = (*S.RECEPTACLE_SLOTS[slot], 0.0)
+            m.body_quat[b] = (1.0, 0.0, 0.0, 0.0)
+        for name, slot in zip(task.objects, task.object_slots):
+            i = OBJECT_NAMES.index(name)
+            d.eq_active[self._park_eq[i]] = 0
+            a = self._obj_qadr[i]
+            d.qpos[a : a + 3] = (*S.OBJECT_SLOTS[slot], object_spec(name).half_height)
+            d.qpos[a + 3 : a + 7] = (1.0, 0.0, 0.0, 0.0)
+        mujoco.mj_kinematics(m, d)
+
+    def _instability(self) -> str:
+        d = self.data
+        for code, what in UNSTABLE_WARNINGS.items():
+            if d.warning[code].number > 0:
+                return f"{what} (MuJoCo warning at t={d.time:.3f}s)"
+        for field in ("qpos", "qvel", "qacc"):
+            if not np.all(np.isfinite(getattr(d, field))):
+                return f"non-finite {field}"
+        return ""
+
+    def _success(self) -> bool:
+        """Target object resting inside the target receptacle's footprint, below its rim, released."""
+        task, m, d = self.task, self.model, self.data
+        i = OBJECT_NAMES.index(task.target_object)
+        spec = receptacle_spec(task.target_receptacle)
+        rb = self._rec_body[RECEPTACLES.index(spec)]
+        p = d.xpos[self._obj_body[i]]
+        rot = d.xmat[rb].reshape(3, 3)
+        local = rot.T @ (p - d.xpos[rb])
+        inside = np.hypot(local[0], local[1]) < spec.inner[0] if spec.round else (
+            abs(local[0]) < spec.inner[0] and abs(local[1]) < spec.inner[1])
+        below_rim = 0.0 < local[2] < spec.height
+        v = self._obj_vadr[i]
+        resting = np.linalg.norm(d.qvel[v : v + 3]) < 0.05
+        released = not self._closing and not self._touches_gripper(self._obj_geom[i])
+        return bool(inside and below_rim and resting and released)
+
+    def _touches_gripper(self, geom: int) -> bool:
+        d, body = self.data, self.model.geom_bodyid
+        for c in d.contact[: d.ncon]:
+            if geom in (c.geom1, c.geom2):
+                other = c.geom2 if c.geom1 == geom else c.geom1
+                if body[other] in self._gripper_bodies:
+                    return True
+        return False
+
+    def _render(self, camera: str, size: int) -> np.ndarray:
+        key = (camera, size)
+        if key not in self._renderers:
+            self._renderers[key] = mujoco.Renderer(self.model, size, size)
+            if self.randomizer is not None:
+                self.randomizer.upload_textures(self.model, self._renderers[key])
+        renderer = self._renderers[key]
+        renderer.update_scene(self.data, camera=camera)
+        return renderer.render()
+
+    def _observe(self) -> dict:
+        d = self.data
+        proprio = np.concatenate([d.qpos[self._ee_qadr], d.qvel[self._ee_vadr], d.qpos[self._finger_qadr]])
+        obs = {"proprio": proprio.astype(np.float32)}
+        if self.include_privileged:
+            obs["object_state"] = self._object_state()
+        if "image" in self.obs_mode:
+            for cam in self.cameras:
+                obs[f"image_{cam}"] = self._render(cam, self.image_size)
+        obs["instruction"] = self.task.instruction
+        if self._sensing is not None:
+            obs = self._sensing.observe(obs)
+        return obs
+
+    def _object_state(self) -> np.ndarray:
+        d, task = self.data, self.task
+        rows = np.zeros((len(ITEM_NAMES), OBJECT_ROW), np.float64)
+        present = set(task.objects) | set(task.receptacles)
+        bodies = self._obj_body + self._rec_body
+        for k, name in enumerate(ITEM_NAMES):
+            if name in present:
+                b = bodies[k]
+                yaw = yaw_of(d.xquat[b])
+                rows[k] = (1.0, *d.xpos[b], np.cos(yaw), np.sin(yaw))
+        return rows.reshape(-1).astype(np.float32)
