@@ -266,7 +266,8 @@ class PlaceInReceptacleEnv(gym.Env):
         return ""
 
     def _success(self) -> bool:
-        """Target object resting inside the target receptacle's footprint, below its rim, released."""
+        """Target object resting (slow) inside the target receptacle's inner footprint (its centre),
+        with its bottom below the rim, and released (gripper commanded open, no gripper contact)."""
         task, m, d = self.task, self.model, self.data
         i = OBJECT_NAMES.index(task.target_object)
         spec = receptacle_spec(task.target_receptacle)
@@ -276,7 +277,9 @@ class PlaceInReceptacleEnv(gym.Env):
         local = rot.T @ (p - d.xpos[rb])
         inside = np.hypot(local[0], local[1]) < spec.inner[0] if spec.round else (
             abs(local[0]) < spec.inner[0] and abs(local[1]) < spec.inner[1])
-        below_rim = 0.0 < local[2] < spec.height
+        # Below the rim: the object's bottom (centre minus its upright half height) is under the rim,
+        # so a vial standing in a shallow tray counts, one balanced on a wall does not.
+        below_rim = 0.0 < local[2] < spec.height + object_spec(task.target_object).half_height - 0.005
         v = self._obj_vadr[i]
         resting = np.linalg.norm(d.qvel[v : v + 3]) < 0.05
         released = not self._closing and not self._touches_gripper(self._obj_geom[i])
