@@ -1,0 +1,73 @@
+"""Demonstrations in memory for training: validated arrays, split, normalizer, instruction tokens.
+
+Reads a ReplayBuffer once (demos are small: a few hundred episodes), so sampling a batch is a numpy
+gather rather than a zarr read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from realgap.data.normalizer import Normalizer
+from realgap.data.replay_buffer import ReplayBuffer
+from realgap.data.sampler import SequenceSampler, check_episode_ends, split_episodes
+from realgap.data.tokenizer import WordTokenizer, catalogue_words
+from realgap.errors import RealgapError
+
+
+class DemoDataset:
+    def __init__(self, path: str | Path, obs_keys: Sequence[str], horizon: int, n_obs_steps: int,
+                 n_action_steps: int, val_ratio: float = 0.05, seed: int = 0, max_episodes: int | None = None,
+                 tokenizer: WordTokenizer | None = None):
+        path = Path(path)
+        if not path.exists():
+            raise RealgapError(f"data.path: {path} does not exist (run `realgap collect` first)")
+        buf = ReplayBuffer.open(path, mode="r")
+        n = buf.n_episodes if max_episodes is None else min(buf.n_episodes, int(max_episodes))
+        if n == 0:
+            raise RealgapError(f"{path}: dataset is empty (0 episodes)")
+        ends = check_episode_ends(np.asarray(buf.root["meta/episode_ends"][:n]), f"{path}: meta/episode_ends")
+        needed = list(obs_keys) + ["action"]
+        missing = [k for k in needed if k not in buf.keys]
+        if missing:
+            raise RealgapError(f"{path}: missing data/{missing[0]} (has {', '.join(buf.keys)})")
+        total = int(ends[-1])
+        self.arrays = {k: np.asarray(buf.root["data"][k][:total]) for k in needed}
+        for k, v in self.arrays.items():
+            if v.dtype != np.uint8:
+                self.arrays[k] = v.astype(np.float32)
+                if not np.all(np.isfinite(self.arrays[k])):
+                    raise RealgapError(f"{path}: data/{k} contains NaN or inf")
+        infos = buf.episode_infos()[:n]
+        self.instructions = [str(i.get("instruction", "")) for i in infos]
+        self.tokenizer = tokenizer or WordTokenizer.from_texts(self.instructions, extra_words=catalogue_words())
+        self.episode_tokens = self.tokenizer.encode(self.instructions)
+        self.episode_ends = ends
+        self.obs_keys = list(obs_keys)
+        self.train_episodes, self.val_episodes = split_episodes(n, val_ratio, seed)
+        kw = dict(horizon=horizon, pad_before=n_obs_steps - 1, pad_after=n_action_steps - 1)
+        self.train = SequenceSampler(ends, self.train_episodes, **kw)
+        self.val = SequenceSampler(ends, self.val_episodes, **kw) if len(self.val_episodes) else None
+        self.n_obs_steps = n_obs_steps
+        # statistics from the training split only (images are scaled in the encoder instead)
+        train_steps = np.concatenate([np.arange(a, b) for a, b in _bounds(ends, self.train_episodes)])
+        self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8})
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
+
+    def batch(self, sampler: SequenceSampler, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw (unnormalized) batch: obs keys (B, To, ...), action (B, H, A), tokens (B, L)."""
+        out = sampler.gather(self.arrays, windows)
+        for k in self.obs_keys:
+            out[k] = out[k][:, : self.n_obs_steps]
+        out["tokens"] = self.episode_tokens[sampler.episode[windows]]
+        return out
+
+
+def _bounds(ends: np.ndarray, episodes: np.ndarray):
+    starts = np.concatenate([[0], ends[:-1]])
+    return [(int(starts[e]), int(ends[e])) for e in episodes]

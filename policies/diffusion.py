@@ -1,0 +1,193 @@
+"""The chunked diffusion action policy (Chi et al. 2023, scaled down for CPUs).
+
+An observation history of ``n_obs_steps`` frames (low-dim state, optional images, the instruction)
+is encoded once into a global condition; a denoiser turns Gaussian noise into a chunk of ``horizon``
+normalized actions. Training uses DDPM (epsilon prediction); sampling uses deterministic DDIM
+(eta = 0), so a chunk depends only on its initial noise, which is drawn per sample from its own seed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from realgap.data.normalizer import Normalizer
+from realgap.data.tokenizer import WordTokenizer
+from realgap.errors import RealgapError
+from realgap.policies.networks import (ConditionalUnet1D, ImageEncoder, InstructionEncoder, StateEncoder,
+                                       TransformerDenoiser)
+from realgap.seeding import derive_seed
+
+DEFAULTS: dict[str, Any] = {
+    "horizon": 16, "n_obs_steps": 2, "n_action_steps": 8,
+    "state_keys": ["proprio", "object_state"], "image_keys": [],
+    "state_feature_dim": 64, "state_hidden_dim": 128,
+    "image_feature_dim": 64, "image_channels": [32, 64, 64], "image_keypoints": 32, "crop_size": 84,
+    "instruction_dim": 32, "use_instruction": True,
+    "denoiser": "unet", "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "step_embed_dim": 128,
+    "transformer": {"d_model": 128, "n_layers": 4, "n_heads": 4},
+    "num_train_timesteps": 100, "num_inference_steps": 10, "beta_schedule": "squaredcos_cap_v2",
+}
+
+
+def sample_seeds(seed: int, num_samples: int) -> list[int]:
+    """The noise seed of each of the ``num_samples`` chunks drawn under ``seed``."""
+    return [derive_seed(int(seed), "chunk_noise", k) for k in range(num_samples)]
+
+
+class DiffusionPolicy(nn.Module):
+    """Holds encoders + denoiser + normalizer + tokenizer; ``shapes`` maps every obs key and 'action' to a shape."""
+
+    def __init__(self, config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], normalizer: Normalizer,
+                 tokenizer: WordTokenizer):
+        super().__init__()
+        cfg = {**DEFAULTS, **dict(config)}
+        self.config = cfg
+        self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        self.normalizer, self.tokenizer = normalizer, tokenizer
+        self.state_keys, self.image_keys = list(cfg["state_keys"]), list(cfg["image_keys"])
+        for k in [*self.state_keys, *self.image_keys, "action"]:
+            if k not in self.shapes:
+                raise RealgapError(f"policy: no shape for observation key '{k}' (dataset has {sorted(self.shapes)})")
+        self.horizon, self.n_obs_steps, self.n_action_steps = cfg["horizon"], cfg["n_obs_steps"], cfg["n_action_steps"]
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise RealgapError("policy: n_obs_steps - 1 + n_action_steps must be <= horizon")
+        if cfg["denoiser"] == "unet" and self.horizon % (2 ** (len(cfg["down_dims"]) - 1)):
+            raise RealgapError(f"policy.horizon: {self.horizon} must be divisible by 2^(len(down_dims)-1)")
+        self.action_dim = self.shapes["action"][0]
+
+        per_step = 0
+        if self.state_keys:
+            state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys)
+            self.state_enc = StateEncoder(state_dim, cfg["state_feature_dim"], cfg["state_hidden_dim"])
+            per_step += cfg["state_feature_dim"]
+        self.image_enc = nn.ModuleDict({
+            k: ImageEncoder(cfg["image_feature_dim"], cfg["image_channels"], cfg["image_keypoints"], cfg["n_groups"])
+            for k in self.image_keys})
+        per_step += cfg["image_feature_dim"] * len(self.image_keys)
+        cond_dim = per_step * self.n_obs_steps
+        if cfg["use_instruction"]:
+            self.instr_enc = InstructionEncoder(len(tokenizer), cfg["instruction_dim"])
+            cond_dim += cfg["instruction_dim"]
+        if cfg["denoiser"] == "unet":
+            self.denoiser = ConditionalUnet1D(self.action_dim, cond_dim, cfg["down_dims"], cfg["kernel_size"],
+                                              cfg["n_groups"], cfg["step_embed_dim"])
+        elif cfg["denoiser"] == "transformer":
+            self.denoiser = TransformerDenoiser(self.action_dim, cond_dim, self.horizon,
+                                                step_embed_dim=cfg["step_embed_dim"], **cfg["transformer"])
+        else:
+            raise RealgapError(f"policy.denoiser: unknown '{cfg['denoiser']}' (unet | transformer)")
+        sched = dict(num_train_timesteps=cfg["num_train_timesteps"], beta_schedule=cfg["beta_schedule"],
+                     clip_sample=True, prediction_type="epsilon")
+        self.train_scheduler = DDPMScheduler(**sched)
+        self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True)
+
+    # ------------------------------------------------------------ observation
+    def to_tensors(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Raw batch (numpy, (B, To, ...) per key, plus 'tokens' or 'instruction') -> tensors."""
+        out = {k: torch.as_tensor(np.asarray(obs[k])) for k in [*self.state_keys, *self.image_keys]}
+        if self.config["use_instruction"]:
+            tokens = obs["tokens"] if "tokens" in obs else self.tokenizer.encode(list(obs["instruction"]))
+            out["tokens"] = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+        return out
+
+    def encode(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Global condition (B, C). A generator means training: images get a random crop, else the centre crop."""
+        feats = []
+        if self.state_keys:
+            x = torch.cat([self.normalizer.normalize(k, obs[k].float().flatten(2)) for k in self.state_keys], dim=-1)
+            feats.append(self.state_enc(x))
+        for k in self.image_keys:
+            img = obs[k]
+            b, t = img.shape[:2]
+            img = img.reshape(b * t, *img.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
+            feats.append(self.image_enc[k](self._crop(img, generator)).reshape(b, t, -1))
+        cond = torch.cat(feats, dim=-1).flatten(1)
+        if self.config["use_instruction"]:
+            cond = torch.cat([cond, self.instr_enc(obs["tokens"])], dim=-1)
+        return cond
+
+    def _crop(self, img: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        c = int(self.config["crop_size"])
+        h, w = img.shape[-2:]
+        if c >= min(h, w):
+            return img
+        if generator is None:
+            top, left = (h - c) // 2, (w - c) // 2
+            return img[..., top:top + c, left:left + c]
+        tops = torch.randint(0, h - c + 1, (img.shape[0],), generator=generator)
+        lefts = torch.randint(0, w - c + 1, (img.shape[0],), generator=generator)
+        return torch.stack([im[:, t:t + c, l:l + c] for im, t, l in zip(img, tops.tolist(), lefts.tolist())])
+
+    # --------------------------------------------------------------- training
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
+        obs = self.to_tensors(batch)
+        actions = self.normalizer.normalize("action", torch.as_tensor(np.asarray(batch["action"])).float())
+        cond = self.encode(obs, generator)
+        noise = torch.randn(actions.shape, generator=generator)
+        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (actions.shape[0],), generator=generator)
+        noisy = self.train_scheduler.add_noise(actions, noise, t)
+        return F.mse_loss(self.denoiser(noisy, t, cond), noise)
+
+    # --------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_chunks(self, obs: Mapping[str, Any], num_samples: int = 1, seed: int | Sequence[int] | None = None,
+                      sample_seed_lists: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """K action chunks per observation: (B, K, horizon, action_dim), unnormalized.
+
+        The observation is encoded once and repeated over the K samples; every denoising step is one
+        batched forward pass over B*K chunks. Chunk k of observation b starts from noise seeded with
+        ``sample_seeds(seed[b], K)[k]`` (or ``sample_seed_lists[b][k]``), so results don't depend on
+        B or on which other samples share the call.
+        """
+        tensors = self.to_tensors(obs)
+        b = next(iter(tensors.values())).shape[0]
+        k = int(num_samples)
+        if sample_seed_lists is None:
+            if seed is None:
+                raise ValueError("sample_chunks needs seed or sample_seed_lists")
+            seeds = [int(seed)] * b if np.isscalar(seed) else [int(s) for s in seed]
+            if len(seeds) != b:
+                raise ValueError(f"got {len(seeds)} seeds for {b} observations")
+            sample_seed_lists = [sample_seeds(s, k) for s in seeds]
+        noise = torch.stack([torch.randn((self.horizon, self.action_dim), generator=torch.Generator().manual_seed(int(s)))
+                             for row in sample_seed_lists for s in row])
+        if noise.shape[0] != b * k:
+            raise ValueError(f"sample_seed_lists must be {b} x {k}")
+        cond = self.encode(tensors).repeat_interleave(k, dim=0)
+        x = noise
+        sched = self.infer_scheduler
+        sched.set_timesteps(int(self.config["num_inference_steps"]))
+        for t in sched.timesteps:
+            eps = self.denoiser(x, t.expand(x.shape[0]), cond)
+            x = sched.step(eps, t, x, eta=0.0).prev_sample
+        actions = self.normalizer.unnormalize("action", x)
+        return actions.reshape(b, k, self.horizon, self.action_dim).numpy()
+
+
+class EMA:
+    """Exponential moving average of weights with diffusion_policy's warmup (power 0.75, max 0.9999)."""
+
+    def __init__(self, model: nn.Module, power: float = 0.75, max_decay: float = 0.9999, inv_gamma: float = 1.0):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.power, self.max_decay, self.inv_gamma = power, max_decay, inv_gamma
+        self.step = 0
+
+    def decay(self) -> float:
+        value = 1.0 - (1.0 + self.step / self.inv_gamma) ** (-self.power)
+        return float(min(max(value, 0.0), self.max_decay))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.decay()
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - d)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+        self.step += 1

@@ -1,0 +1,79 @@
+"""Receding-horizon execution of a chunked policy, speaking the realgap policy protocol.
+
+Each slot keeps its last ``n_obs_steps`` observations (the first one repeated at the start, as the
+training sampler pads). When a slot's action queue is empty it replans: all such slots go into ONE
+``sample_chunks`` call; the slot executes ``n_action_steps`` actions of sample 0, starting at the
+current step (``pred[To-1 : To-1+Ta]``). The noise of replan r of the episode with seed s derives
+from ``(s, "policy_noise", r)`` only, so an episode's actions never depend on the batch it ran in.
+
+Every sampled chunk set (K, horizon, action_dim) is kept in ``last_chunks[slot]`` and passed to
+``on_chunk(slot, step, chunks)`` for uncertainty scoring.
+
+Threads: torch's intra-op threads are left to the caller (a rollout worker usually wants
+``torch.set_num_threads(1)`` so parallel workers don't oversubscribe the cores).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from realgap.policies.diffusion import DiffusionPolicy
+from realgap.seeding import derive_seed
+
+ChunkHook = Callable[[int, int, np.ndarray], None]
+
+
+class RecedingHorizonExecutor:
+    def __init__(self, policy: DiffusionPolicy, num_samples: int = 1, n_action_steps: int | None = None,
+                 on_chunk: ChunkHook | None = None):
+        self.policy = policy.eval()
+        self.num_samples = int(num_samples)
+        self.n_action_steps = int(n_action_steps or policy.n_action_steps)
+        if not 1 <= self.n_action_steps <= policy.horizon - policy.n_obs_steps + 1:
+            raise ValueError(f"n_action_steps must be in [1, {policy.horizon - policy.n_obs_steps + 1}]")
+        self.on_chunk = on_chunk
+        self.keys = [*policy.state_keys, *policy.image_keys]
+        self.reset([])
+
+    def reset(self, episode_seeds: Sequence[int]) -> None:
+        self.episode_seeds = [int(s) for s in episode_seeds]
+        n = len(self.episode_seeds)
+        self.history: list[deque] = [deque(maxlen=self.policy.n_obs_steps) for _ in range(n)]
+        self.queue: list[deque] = [deque() for _ in range(n)]
+        self.steps = [0] * n
+        self.replans = [0] * n
+        self.instructions: list[str] = [""] * n
+        self.last_chunks: dict[int, np.ndarray] = {}
+
+    def act(self, obs: Sequence[dict[str, Any]], slots: Sequence[int]) -> np.ndarray:
+        to = self.policy.n_obs_steps
+        for o, s in zip(obs, slots):
+            frame = {k: np.asarray(o[k]) for k in self.keys}
+            if not self.history[s]:
+                self.history[s].extend([frame] * to)
+                self.instructions[s] = str(o.get("instruction", ""))
+            else:
+                self.history[s].append(frame)
+        need = [s for s in slots if not self.queue[s]]
+        if need:
+            self._replan(need)
+        out = np.stack([self.queue[s].popleft() for s in slots]).astype(np.float32)
+        for s in slots:
+            self.steps[s] += 1
+        return np.clip(out, -1.0, 1.0)
+
+    def _replan(self, slots: list[int]) -> None:
+        batch = {k: np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots]) for k in self.keys}
+        batch["instruction"] = [self.instructions[s] for s in slots]
+        seeds = [derive_seed(self.episode_seeds[s], "policy_noise", self.replans[s]) for s in slots]
+        chunks = self.policy.sample_chunks(batch, num_samples=self.num_samples, seed=seeds)
+        start = self.policy.n_obs_steps - 1
+        for s, c in zip(slots, chunks):
+            self.last_chunks[s] = c
+            if self.on_chunk is not None:
+                self.on_chunk(s, self.steps[s], c)
+            self.queue[s].extend(c[0, start:start + self.n_action_steps])
+            self.replans[s] += 1

@@ -1,0 +1,177 @@
+"""Network pieces of the diffusion policy: observation encoders and denoisers.
+
+Denoisers map (noisy action chunk (B, H, A), diffusion step (B,), global condition (B, C)) to the
+predicted noise (B, H, A). The default is diffusion_policy's 1D temporal conv U-Net with FiLM; a small
+transformer is the alternative. Widths default far below the paper's, to train on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ------------------------------------------------------------------ encoders
+class StateEncoder(nn.Module):
+    """MLP over the concatenated, normalized low-dim observation of one step."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SpatialSoftmax(nn.Module):
+    """Per-keypoint expected (x, y) image coordinates of a softmax over the feature map."""
+
+    def __init__(self, in_channels: int, num_kp: int):
+        super().__init__()
+        self.kp = nn.Conv2d(in_channels, num_kp, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        att = F.softmax(self.kp(x).flatten(2), dim=-1)  # (B, K, H*W)
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        ex = (att * grid_x.reshape(1, 1, -1)).sum(-1)
+        ey = (att * grid_y.reshape(1, 1, -1)).sum(-1)
+        return torch.cat([ex, ey], dim=-1)  # (B, 2K)
+
+
+class ImageEncoder(nn.Module):
+    """Small CNN (GroupNorm, no BatchNorm) + spatial softmax + linear. Input float (N, 3, h, w) in [0, 1]."""
+
+    def __init__(self, out_dim: int, channels: Sequence[int] = (32, 64, 64), num_kp: int = 32, groups: int = 8):
+        super().__init__()
+        layers, c_in = [], 3
+        for i, c in enumerate(channels):
+            layers += [nn.Conv2d(c_in, c, 3, stride=2 if i < 2 else 1, padding=1), nn.GroupNorm(groups, c), nn.Mish()]
+            c_in = c
+        self.conv = nn.Sequential(*layers)
+        self.pool = SpatialSoftmax(c_in, num_kp)
+        self.out = nn.Linear(2 * num_kp, out_dim)
+
+    def forward(self, img):
+        return self.out(self.pool(self.conv(img * 2.0 - 1.0)))
+
+
+class InstructionEncoder(nn.Module):
+    """Learned token embeddings, mean-pooled over the non-pad tokens (id 0 is padding)."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+
+    def forward(self, tokens):
+        mask = (tokens != 0).unsqueeze(-1).to(self.emb.weight.dtype)
+        return (self.emb(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+# ------------------------------------------------------------------ denoisers
+class SinusoidalPosEmb(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t):
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(10000.0) / (half - 1)))
+        x = t.float()[:, None] * freqs[None]
+        return torch.cat([x.sin(), x.cos()], dim=-1)
+
+
+def step_embedding(dim: int) -> nn.Module:
+    return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
+
+
+class Conv1dBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, groups: int):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(groups, c_out), nn.Mish())
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class FiLMResBlock(nn.Module):
+    """Two conv blocks; the condition sets a per-channel scale and bias between them."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int, kernel: int, groups: int):
+        super().__init__()
+        self.block1 = Conv1dBlock(c_in, c_out, kernel, groups)
+        self.block2 = Conv1dBlock(c_out, c_out, kernel, groups)
+        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, cond):
+        h = self.block1(x)
+        scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        h = self.block2(scale * h + bias)
+        return h + self.skip(x)
+
+
+class ConditionalUnet1D(nn.Module):
+    def __init__(self, action_dim: int, cond_dim: int, down_dims: Sequence[int] = (64, 128, 256),
+                 kernel_size: int = 5, n_groups: int = 8, step_embed_dim: int = 128):
+        super().__init__()
+        self.step_emb = step_embedding(step_embed_dim)
+        cdim = cond_dim + step_embed_dim
+        dims = [action_dim, *down_dims]
+        pairs = list(zip(dims[:-1], dims[1:]))
+        blk = lambda i, o: FiLMResBlock(i, o, cdim, kernel_size, n_groups)  # noqa: E731
+        self.down = nn.ModuleList()
+        for i, (c_in, c_out) in enumerate(pairs):
+            last = i == len(pairs) - 1
+            self.down.append(nn.ModuleList([blk(c_in, c_out), blk(c_out, c_out),
+                                            nn.Conv1d(c_out, c_out, 3, 2, 1) if not last else nn.Identity()]))
+        self.mid = nn.ModuleList([blk(down_dims[-1], down_dims[-1]), blk(down_dims[-1], down_dims[-1])])
+        self.up = nn.ModuleList()
+        for c_in, c_out in reversed(pairs[1:]):  # every up level undoes one down-sampling
+            self.up.append(nn.ModuleList([blk(c_out * 2, c_in), blk(c_in, c_in), nn.ConvTranspose1d(c_in, c_in, 4, 2, 1)]))
+        self.final = nn.Sequential(Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
+                                   nn.Conv1d(down_dims[0], action_dim, 1))
+
+    def forward(self, x, t, cond):
+        c = torch.cat([self.step_emb(t), cond], dim=-1)
+        h = x.transpose(1, 2)  # (B, A, H): convolve over time
+        skips = []
+        for b1, b2, down in self.down:
+            h = b2(b1(h, c), c)
+            skips.append(h)
+            h = down(h)
+        for m in self.mid:
+            h = m(h, c)
+        for b1, b2, up in self.up:
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = up(b2(b1(h, c), c))
+        return self.final(h).transpose(1, 2)
+
+
+class TransformerDenoiser(nn.Module):
+    """A small encoder-only transformer over [condition token, action tokens]."""
+
+    def __init__(self, action_dim: int, cond_dim: int, horizon: int, d_model: int = 128, n_layers: int = 4,
+                 n_heads: int = 4, step_embed_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.step_emb = step_embedding(step_embed_dim)
+        self.cond_in = nn.Linear(cond_dim + step_embed_dim, d_model)
+        self.act_in = nn.Linear(action_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(1, horizon + 1, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, action_dim)
+
+    def forward(self, x, t, cond):
+        c = self.cond_in(torch.cat([self.step_emb(t), cond], dim=-1)).unsqueeze(1)
+        h = torch.cat([c, self.act_in(x)], dim=1) + self.pos[:, : x.shape[1] + 1]
+        return self.out(self.norm(self.body(h)[:, 1:]))

@@ -1,0 +1,165 @@
+"""``realgap train``: train the chunked diffusion policy on scripted-expert demonstrations.
+
+Everything random is a named stream of ``train.seed``: batch ``i`` draws its windows from
+``stream(seed, "train_batch", i)`` and its noise from ``derive_seed(seed, "train_noise", i)``, so a
+resumed run continues exactly as an uninterrupted one would (the checkpoint holds weights, EMA, AdamW
+moments and the step; no RNG state is needed). Every ``checkpoint_every`` steps the output directory
+gets the EMA policy (``load_policy``), the training state and the learning curve (curve.csv / .json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from realgap.data.dataset import DemoDataset
+from realgap.errors import RealgapError
+from realgap.policies.checkpoint import load_train_state, save_policy, save_train_state
+from realgap.policies.diffusion import EMA, DiffusionPolicy
+from realgap.policies.executor import RecedingHorizonExecutor
+from realgap.policies.rollout import rollout_success
+from realgap.seeding import derive_seed, stream
+
+CURVE_FIELDS = ["step", "lr", "train_loss", "val_loss", "success_rate", "n_rollouts", "elapsed_s"]
+
+
+def validate(cfg: DictConfig) -> None:
+    t = cfg.train
+    for field in ("steps", "batch_size", "checkpoint_every", "val_every"):
+        if int(t[field]) < 1:
+            raise RealgapError(f"train.{field}: must be >= 1, got {t[field]}")
+    if not 0 < float(t.lr) < 1:
+        raise RealgapError(f"train.lr: must be in (0, 1), got {t.lr}")
+    if int(t.warmup_steps) < 0:
+        raise RealgapError(f"train.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if int(t.seed) < 0:
+        raise RealgapError(f"train.seed: must be >= 0, got {t.seed}")
+    if cfg.policy.denoiser not in ("unet", "transformer"):
+        raise RealgapError(f"policy.denoiser: unknown '{cfg.policy.denoiser}' (unet | transformer)")
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warmup then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "train_state.json").exists():
+            raise RealgapError(f"{out}: nothing to resume (no train_state.json)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RealgapError(f"{out}: output exists; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_curve(out: Path, rows: list[dict]) -> None:
+    (out / "curve.json").write_text(json.dumps(rows, indent=1))
+    with open(out / "curve.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@torch.no_grad()
+def validation_loss(model: DiffusionPolicy, dataset: DemoDataset, seed: int, batches: int, batch_size: int) -> float | None:
+    if dataset.val is None:
+        return None
+    losses = []
+    for i in range(batches):  # the same windows and noise at every evaluation, so values are comparable
+        windows = stream(seed, "val_batch", i).integers(0, len(dataset.val), batch_size)
+        g = torch.Generator().manual_seed(derive_seed(seed, "val_noise", i))
+        losses.append(model.compute_loss(dataset.batch(dataset.val, windows), g).item())
+    return float(np.mean(losses))
+
+
+def rollout_rate(model: DiffusionPolicy, cfg: DictConfig) -> float:
+    from realgap.data.collect import make_env
+
+    seeds = [int(cfg.train.rollout_seed_start) + i for i in range(int(cfg.train.rollout_episodes))]
+    executor = RecedingHorizonExecutor(model)
+    ok = rollout_success(lambda: make_env(cfg.data, None), executor, seeds, batch=int(cfg.train.rollout_batch))
+    return float(np.mean(ok))
+
+
+def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
+    validate(cfg)
+    t = cfg.train
+    out = Path(cfg.out_dir)
+    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
+    dataset = DemoDataset(cfg.data.path, [*policy_cfg["state_keys"], *policy_cfg["image_keys"]],
+                          policy_cfg["horizon"], policy_cfg["n_obs_steps"], policy_cfg["n_action_steps"],
+                          val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"))
+    prepare_output(out, resume, overwrite)  # only after the config and the data proved valid
+    torch.set_num_threads(int(t.torch_threads))
+    seed = int(t.seed)
+    with torch.random.fork_rng():  # initialisation draws from torch's global RNG: seed it, then restore it
+        torch.manual_seed(derive_seed(seed, "policy_init"))
+        policy = DiffusionPolicy(policy_cfg, dataset.shapes(), dataset.normalizer, dataset.tokenizer)
+    ema = EMA(policy, power=float(t.ema_power))
+    opt = torch.optim.AdamW(policy.parameters(), lr=float(t.lr), betas=tuple(t.betas), weight_decay=float(t.weight_decay))
+    start, rows = 0, []
+    if resume:
+        meta = load_train_state(out, policy, ema.model, opt)
+        start, ema.step, rows = int(meta["step"]), int(meta["ema_step"]), list(meta.get("curve", []))
+    total = int(t.steps)
+    n_params = sum(p.numel() for p in policy.parameters())
+    print(f"train: {len(dataset.train_episodes)} train / {len(dataset.val_episodes)} val episodes, "
+          f"{len(dataset.train)} windows, {n_params / 1e6:.2f}M parameters -> {out}")
+    t0 = time.time() - (rows[-1]["elapsed_s"] if rows else 0.0)
+    running: list[float] = []
+    bar = tqdm(range(start, total), initial=start, total=total, desc="train", unit="step")
+    for step in bar:
+        lr = lr_at(step, float(t.lr), int(t.warmup_steps), total)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        windows = stream(seed, "train_batch", step).integers(0, len(dataset.train), int(t.batch_size))
+        g = torch.Generator().manual_seed(derive_seed(seed, "train_noise", step))
+        policy.train()
+        loss = policy.compute_loss(dataset.batch(dataset.train, windows), g)
+        if not torch.isfinite(loss):
+            bar.close()
+            kept = f"last good checkpoint kept in {out}" if (out / "model.safetensors").exists() else "no checkpoint written"
+            raise RealgapError(f"train: loss is {loss.item()} at step {step} (try a lower train.lr); {kept}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(policy)
+        running.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+        done = step + 1
+        if done % int(t.val_every) == 0 or done == total:
+            row = {"step": done, "lr": lr, "train_loss": float(np.mean(running)), "val_loss": None,
+                   "success_rate": None, "n_rollouts": 0, "elapsed_s": 0.0}
+            running = []
+            row["val_loss"] = validation_loss(ema.model, dataset, seed, int(t.val_batches), int(t.batch_size))
+            every = int(t.rollout_every or 0)
+            if every and int(t.rollout_episodes) > 0 and (done % every == 0 or done == total):
+                row["success_rate"] = rollout_rate(ema.model, cfg)
+                row["n_rollouts"] = int(t.rollout_episodes)
+            row["elapsed_s"] = time.time() - t0
+            rows.append(row)
+            bar.write("train: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in row.items() if v is not None))
+        if done % int(t.checkpoint_every) == 0 or done == total:
+            save_policy(out, ema.model)
+            save_train_state(out, policy, ema.model, ema.step, opt, done,
+                             {"curve": rows, "config": OmegaConf.to_container(cfg, resolve=True)})
+            write_curve(out, rows)
+    bar.close()
+    print(f"train: done, {total} steps in {time.time() - t0:.0f} s; policy in {out} (load with realgap.policies.load_policy)")
+    return 0
