@@ -40,7 +40,9 @@ class _SlotState:
 class ScriptedExpert:
     """Policy protocol: ``reset(episode_seeds)`` then ``act(obs, slots)``."""
 
-    def __init__(self, xy_tolerance: float = 0.006, z_tolerance: float = 0.006):
+    def __init__(self, env=None, *, xy_tolerance: float = 0.006, z_tolerance: float = 0.006):
+        # ``env`` is accepted so callers may write ScriptedExpert(env); it is never read: the
+        # expert sees only observations, like any policy.
         self.xy_tol, self.z_tol = xy_tolerance, z_tolerance
         self._slots: list[_SlotState] = []
 
