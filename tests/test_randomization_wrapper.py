@@ -7,17 +7,20 @@ MujocoEnv look-alike that loads gymnasium's shipped MJCF files and exposes ``mod
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
-import gymnasium as gym
-import mujoco
-import numpy as np
-import pytest
-import yaml
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: the render test needs EGL
 
-from realgap.errors import RealgapError
-from realgap.randomization import DomainRandomization
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from realgap.errors import RealgapError  # noqa: E402
+from realgap.randomization import DomainRandomization  # noqa: E402
 
 ASSETS = Path(importlib.util.find_spec("gymnasium").origin).parent / "envs" / "mujoco" / "assets"
 CONF = Path(__file__).resolve().parents[1] / "realgap" / "conf" / "randomization"
