@@ -28,4 +28,8 @@ def make(env_id: str, **kwargs) -> gym.Env:
     """``gymnasium.make`` for realgap ids; an unknown id raises a one-line RealgapError."""
     if env_id not in ENV_IDS:
         raise RealgapError(f"env.id: unknown env id {env_id!r}; known: {', '.join(ENV_IDS)}")
-    return gym.make(env_id, **kwargs)
+    max_steps = kwargs.pop("max_episode_steps", None)
+    env = gym.make(env_id, max_episode_steps=max_steps, **kwargs)
+    if max_steps is not None:  # gym.make keeps it for TimeLimit only; the env needs it for its info
+        env.unwrapped.max_episode_steps = max_steps
+    return env

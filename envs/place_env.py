@@ -160,9 +160,15 @@ class PlaceInReceptacleEnv(gym.Env):
 
     @property
     def max_episode_steps(self) -> int:
-        # gym.make(..., max_episode_steps=n) lands in the spec, not in our kwargs: follow it.
-        spec_steps = self.spec.max_episode_steps if self.spec is not None else None
-        return int(spec_steps) if spec_steps else self._max_steps
+        return self._max_steps
+
+    @max_episode_steps.setter
+    def max_episode_steps(self, n: int) -> None:
+        # gym.make(..., max_episode_steps=n) keeps n for its TimeLimit wrapper and never passes it to
+        # the constructor; realgap.envs.make sets it here so the env reports "timeout" itself.
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise RealgapError(f"max_episode_steps: {n!r} must be a positive integer")
+        self._max_steps = int(n)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
