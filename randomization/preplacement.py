@@ -3,7 +3,8 @@
 Runs in ``reset_state`` after placement. Each distractor (present object other than the target)
 independently starts inside one of the non-target receptacles with probability ``probability``,
 at a random spot on the receptacle's inner floor (``receptacle_inner_half_extents`` shrunk by
-``margin``, in the receptacle frame), keeping its rest height above the table. Every distractor
+``margin``, in the receptacle frame), keeping its rest height above the table. Two distractors may
+land in the same receptacle; they are not kept apart (the env's settle step resolves contacts). Every distractor
 always draws four variates (go?, which receptacle, x, y), so the stream never shifts with the scale.
 Needs a ``SceneInfo`` with receptacles: a foreign env has none, so the axis reports itself inapplicable.
 """
@@ -49,5 +50,5 @@ def apply_state(model, data, targets, scene, cfg, rng) -> dict:
         adr = int(model.jnt_qposadr[j])
         rest = data.qpos[adr + 2] - scene.table_z
         data.qpos[adr : adr + 3] = [world[0], world[1], scene.receptacle_floor_z[rec] + rest]
-        out[name] = {"receptacle": rec, "pos": data.qpos[adr : adr + 3].tolist()}
+        out[name] = {"receptacle": rec, "local_xy": local[:2].tolist(), "pos": data.qpos[adr : adr + 3].tolist()}
     return out
