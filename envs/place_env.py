@@ -32,7 +32,7 @@ OBJECT_ROW = 6  # [present, x, y, z, cos yaw, sin yaw]
 INSTRUCTION_CHARSET = string.ascii_lowercase + " "
 INSTRUCTION_MAX_LEN = 96
 DEFAULT_MAX_STEPS = 100
-UNSTABLE_WARNINGS = {
+UNSTABLE_WARNINGS = {  # MuJoCo auto-resets the state on these; we end the episode instead
     mujoco.mjtWarning.mjWARN_BADQACC: "bad qacc",
     mujoco.mjtWarning.mjWARN_BADQPOS: "bad qpos",
     mujoco.mjtWarning.mjWARN_BADQVEL: "bad qvel",
@@ -215,7 +215,10 @@ class PlaceInReceptacleEnv(gym.Env):
         d.ctrl[:3] = self._target
         d.ctrl[3:5] = S.FINGER_CLOSED if action[3] > 0 else S.FINGER_OPEN
         self._closing = action[3] > 0
-        mujoco.mj_step(m, d, nstep=S.N_SUBSTEPS)
+        for _ in range(S.N_SUBSTEPS):  # stop at the first sign of instability (no warning spam)
+            mujoco.mj_step(m, d)
+            if any(d.warning[code].number for code in UNSTABLE_WARNINGS):
+                break
         self._steps += 1
 
         unstable = self._instability()
