@@ -335,3 +335,13 @@ def test_skybox_texture_randomization_changes_the_rendered_image_and_restores():
         restored = frame()
     assert np.abs(randomized.astype(int) - nominal.astype(int)).mean() > 5
     assert np.array_equal(restored, nominal)
+
+
+@pytest.mark.parametrize("name", ["nominal", "default", "target_lab"])
+def test_packaged_configs_compose_through_hydra(name):
+    from realgap.cli import compose
+
+    cfg = compose("expert", [f"randomization={name}", "randomization.scale=0.5"])
+    dr = Randomizer(cfg.randomization)
+    assert dr.name == name and dr.scale == 0.5
+    assert set(dr.enabled) == {a for a, v in load(name)["axes"].items() if v["enabled"]}
