@@ -345,3 +345,24 @@ def test_packaged_configs_compose_through_hydra(name):
     dr = Randomizer(cfg.randomization)
     assert dr.name == name and dr.scale == 0.5
     assert set(dr.enabled) == {a for a, v in load(name)["axes"].items() if v["enabled"]}
+
+
+@pytest.mark.parametrize("axis, changes", [
+    ("lighting", {"diffuse_offset": [-0.5, -0.5], "headlight": False}),
+    ("camera", {"pos_bias": [0.05, 0.0, 0.0], "fovy_offset": [5.0, 5.0]}),
+])
+def test_lighting_and_camera_change_the_rendered_image(axis, changes):
+    model, data = fresh()
+    dr = Randomizer(only(axis, **changes)).bind(model)
+    with mujoco.Renderer(model, 64, 64) as renderer:
+        def frame():
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera="front")
+            return renderer.render().astype(int)
+
+        nominal = frame()
+        dr.reset_model(model, 0)
+        randomized = frame()
+        dr.restore(model)
+        assert np.array_equal(frame(), nominal)
+    assert np.abs(randomized - nominal).mean() > 3
