@@ -142,7 +142,7 @@ def build_mjcf(offscreen_size: int = 96) -> str:
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="4"/>
     <global offwidth="{offscreen_size}" offheight="{offscreen_size}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>
   </visual>
@@ -159,8 +159,9 @@ def build_mjcf(offscreen_size: int = 96) -> str:
     <material name="table" texture="grid" texrepeat="8 8"/>
   </asset>
   <worldbody>
+    <!-- plane size[2] is the render grid spacing: a coarse grid keeps software rendering fast -->
     <light name="main" pos="0.3 -0.4 1.2" dir="-0.25 0.35 -1" diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>
-    <geom name="table" type="plane" size="0.4 0.35 0.02" material="table" contype="1" conaffinity="0" condim="3" friction="0.8 0.005 0.0001"/>
+    <geom name="table" type="plane" size="0.4 0.35 0.2" material="table" contype="1" conaffinity="0" condim="3" friction="0.8 0.005 0.0001"/>
     <camera name="front" pos="{_fmt(front_pos)}" xyaxes="{_look_at(front_pos, front_target)}" fovy="50"/>
     <body name="gantry_x">
       <inertial pos="0 0 0" mass="0.05" diaginertia="1e-4 1e-4 1e-4"/>
