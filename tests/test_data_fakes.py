@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from realgap.data.replay_buffer import ReplayBuffer
@@ -47,3 +48,14 @@ def train_cfg(data_path, out_dir, steps=6, policy=None, **train_over):
     return OmegaConf.create({"data": {"path": str(data_path), "env_id": "realgap/PlaceInReceptacle-v0", "obs_mode": "state",
                                       "image_size": 96, "cameras": ["front"]},
                              "policy": pol, "out_dir": str(out_dir), "train": train})
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_torch_thread():
+    """Tiny models are ~10x faster on one thread when the 2 CI cores are shared; restore afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

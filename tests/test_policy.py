@@ -1,0 +1,150 @@
+"""Diffusion policy sampling reproducibility, executor replanning, checkpoints, shape checks."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from test_data_fakes import INSTRUCTIONS, fake_store, one_torch_thread, tiny_policy_cfg  # noqa: F401
+
+from realgap.data.dataset import DemoDataset
+from realgap.errors import RealgapError
+from realgap.policies.checkpoint import check_spaces, load_policy, save_policy
+from realgap.policies.diffusion import DiffusionPolicy, sample_seeds
+from realgap.policies.executor import RecedingHorizonExecutor
+from realgap.policies.protocol import Policy
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("d") / "d.zarr"
+    fake_store(path, n_episodes=4, image=True)
+    return DemoDataset(path, ["proprio", "object_state", "image_front"], horizon=8, n_obs_steps=2, n_action_steps=4)
+
+
+def make_policy(dataset, **over):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return DiffusionPolicy(tiny_policy_cfg(**over), dataset.shapes(), dataset.normalizer, dataset.tokenizer).eval()
+
+
+def obs_batch(dataset, n=3):
+    b = dataset.batch(dataset.train, np.arange(n))
+    return {k: b[k] for k in ["proprio", "object_state", "image_front"]} | {"instruction": [INSTRUCTIONS[i % 2] for i in range(n)]}
+
+
+@pytest.mark.parametrize("denoiser,images", [("unet", []), ("transformer", []), ("unet", ["image_front"])])
+def test_same_seed_same_chunks_and_k_in_one_call_equals_k_calls(dataset, denoiser, images):
+    p = make_policy(dataset, denoiser=denoiser, image_keys=images)
+    obs = obs_batch(dataset)
+    a = p.sample_chunks(obs, num_samples=5, seed=[7, 8, 9])
+    assert a.shape == (3, 5, 8, 4) and np.all(np.isfinite(a))
+    assert np.array_equal(a, p.sample_chunks(obs, num_samples=5, seed=[7, 8, 9]))
+    assert not np.allclose(a[:, 0], a[:, 1])  # different samples really differ
+    assert not np.allclose(a, p.sample_chunks(obs, num_samples=5, seed=[70, 8, 9])[:, :])
+    for b in range(3):  # one observation, one sample per call, explicit per-sample seed
+        one = {k: v[b:b + 1] for k, v in obs.items() if k != "instruction"} | {"instruction": [obs["instruction"][b]]}
+        for k, s in enumerate(sample_seeds([7, 8, 9][b], 5)):
+            single = p.sample_chunks(one, num_samples=1, sample_seed_lists=[[s]])
+            np.testing.assert_allclose(single[0, 0], a[b, k], atol=1e-5, rtol=0)
+
+
+def test_random_crop_in_training_centre_crop_at_eval(dataset):
+    p = make_policy(dataset, image_keys=["image_front"])
+    img = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).expand(2, 3, 32, 32)
+    centre = p._crop(img, None)
+    assert centre.shape[-1] == 28 and torch.equal(centre, img[..., 2:30, 2:30])
+    crops = p._crop(img.repeat(8, 1, 1, 1), torch.Generator().manual_seed(1))
+    assert len({c[0, 0, 0].item() for c in crops}) > 1
+
+
+class CountingPolicy:
+    """Wraps a policy to record every sample_chunks call (batch size and seeds)."""
+
+    def __init__(self, policy):
+        self.inner, self.calls = policy, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def eval(self):
+        return self
+
+    def sample_chunks(self, obs, num_samples, seed):
+        self.calls.append(list(seed))
+        return self.inner.sample_chunks(obs, num_samples=num_samples, seed=seed)
+
+
+def env_obs(dataset, i):
+    b = dataset.batch(dataset.train, np.array([i]))
+    return {"proprio": b["proprio"][0, -1], "object_state": b["object_state"][0, -1], "image_front": b["image_front"][0, -1],
+            "instruction": INSTRUCTIONS[0]}
+
+
+def test_executor_replans_every_n_action_steps_in_one_batched_call(dataset):
+    p = CountingPolicy(make_policy(dataset))
+    seen = []
+    ex = RecedingHorizonExecutor(p, num_samples=3, on_chunk=lambda slot, step, c: seen.append((slot, step, c.shape)))
+    assert isinstance(ex, Policy)
+    ex.reset([11, 12, 13])
+    for t in range(10):
+        slots = [0, 1, 2] if t < 6 else [0, 2]  # slot 1 finishes after 6 steps
+        a = ex.act([env_obs(dataset, t) for _ in slots], slots)
+        assert a.shape == (len(slots), 4) and np.all(np.abs(a) <= 1)
+    assert [len(c) for c in p.calls] == [3, 3, 2]  # steps 0, 4, 8: all slots in one call
+    assert [step for slot, step, _ in seen if slot == 0] == [0, 4, 8]
+    assert ex.last_chunks[2].shape == (3, 8, 4) and seen[0][2] == (3, 8, 4)
+    assert ex.replans == [3, 2, 3]
+
+
+def test_executor_actions_do_not_depend_on_batch_composition(dataset):
+    p = make_policy(dataset)
+    alone, together = RecedingHorizonExecutor(p), RecedingHorizonExecutor(p)
+    alone.reset([42])
+    together.reset([5, 42, 6])
+    for t in range(6):
+        o = env_obs(dataset, t)
+        a1 = alone.act([o], [0])
+        a3 = together.act([env_obs(dataset, t + 1), o, env_obs(dataset, t + 2)], [0, 1, 2])
+        np.testing.assert_allclose(a1[0], a3[1], atol=1e-5)
+    # after 6 steps (replans at 0 and 4) the queue holds the rest of pred[To-1 : To-1+Ta] of sample 0
+    expected = np.clip(alone.last_chunks[0][0, 1 + 2:1 + 4], -1, 1)
+    np.testing.assert_allclose(np.clip(np.stack(list(alone.queue[0])), -1, 1), expected)
+
+
+def test_checkpoint_round_trip_is_exact_and_needs_no_pickle(dataset, tmp_path):
+    p = make_policy(dataset, image_keys=["image_front"])
+    save_policy(tmp_path / "ckpt", p)
+    meta = json.loads((tmp_path / "ckpt" / "policy.json").read_text())
+    assert meta["shapes"]["image_front"] == [32, 32, 3] and "vocab" in meta["tokenizer"]
+    q = load_policy(tmp_path / "ckpt")
+    obs = obs_batch(dataset, 2)
+    assert np.array_equal(p.sample_chunks(obs, 2, seed=[1, 2]), q.sample_chunks(obs, 2, seed=[1, 2]))
+
+
+def test_checkpoint_shape_mismatch_and_damage_are_one_line_errors(dataset, tmp_path):
+    p = make_policy(dataset)
+    save_policy(tmp_path / "c", p)
+    box = lambda *s: gym.spaces.Box(-1, 1, s, np.float32)  # noqa: E731
+    obs_space = gym.spaces.Dict({"proprio": box(8), "object_state": box(13)})
+    with pytest.raises(RealgapError, match=r"policy.json: shapes.object_state is \[12\], env gives \[13\]"):
+        load_policy(tmp_path / "c", observation_space=obs_space)
+    with pytest.raises(RealgapError, match="shapes.action"):
+        check_spaces(p, action_space=box(7))
+    with pytest.raises(RealgapError, match="no 'object_state'"):
+        check_spaces(p, gym.spaces.Dict({"proprio": box(8)}))
+    check_spaces(p, gym.spaces.Dict({"proprio": box(8), "object_state": box(12)}), box(4))  # matching: fine
+    meta = json.loads((tmp_path / "c" / "policy.json").read_text())
+    meta["config"]["down_dims"] = [16, 64]
+    (tmp_path / "c" / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(RealgapError, match="model.safetensors: weight"):
+        load_policy(tmp_path / "c")
+    (tmp_path / "c" / "policy.json").write_text("{not json")
+    with pytest.raises(RealgapError, match="policy.json: invalid JSON"):
+        load_policy(tmp_path / "c")
+    with pytest.raises(RealgapError, match="does not exist"):
+        load_policy(tmp_path / "nope")
