@@ -1,0 +1,183 @@
+"""A suite's plan: named conditions, paired episode seeds, and the fixed groups of work.
+
+Every condition runs the SAME seeds (paired comparisons). The (condition, seed) list is cut into
+groups of ``batch_envs`` episodes per condition; the cut depends only on the suite config, never on
+the number of workers, so each group always runs with the same composition.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from realgap.errors import RealgapError
+
+from .rollout import GroupTask
+
+FRAME_MODES = ("none", "failures", "all")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    randomization: dict | None  # plain dict handed to the env, None = the env's nominal
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    conditions: tuple[Condition, ...]
+    seeds: tuple[int, ...]
+    batch_envs: int
+    env_id: str
+    env_kwargs: dict
+    frames: str
+    frame_seeds: frozenset
+    record_chunks: bool
+    baseline: str
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.conditions) * len(self.seeds)
+
+    def env_kwargs_for(self, cond: Condition) -> dict:
+        kwargs = dict(self.env_kwargs)
+        if cond.randomization is not None:
+            kwargs["randomization"] = cond.randomization
+        return kwargs
+
+    def groups(self) -> list[GroupTask]:
+        tasks = []
+        for cond in self.conditions:
+            kwargs = self.env_kwargs_for(cond)
+            for start in range(0, len(self.seeds), self.batch_envs):
+                tasks.append(GroupTask(
+                    group=len(tasks), condition=cond.name, seeds=self.seeds[start:start + self.batch_envs],
+                    env_id=self.env_id, env_kwargs=kwargs, frames=self.frames,
+                    frame_seeds=self.frame_seeds, record_chunks=self.record_chunks,
+                ))
+        return tasks
+
+    def fingerprint(self) -> dict:
+        """Everything that decides the episodes' outcomes (compared on --resume)."""
+        return {
+            "conditions": [[c.name, c.randomization] for c in self.conditions],  # a list keeps the order
+            "seeds": list(self.seeds),
+            "batch_envs": self.batch_envs,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "frames": self.frames,
+            "frame_seeds": sorted(self.frame_seeds),
+            "record_chunks": self.record_chunks,
+        }
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_randomization(name: str, field: str) -> dict:
+    """Compose ``conf/randomization/<name>.yaml`` (its Hydra defaults included) as a plain dict."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="realgap.conf", version_base="1.3"):
+            cfg = compose(overrides=[f"+randomization={name}"])
+    except (HydraException, OmegaConfBaseException) as e:
+        raise RealgapError(f"{field}: unknown randomization config '{name}' ({str(e).splitlines()[0]})") from e
+    finally:
+        GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg.randomization, resolve=True)
+
+
+def _condition(name: str, spec: Any) -> Condition:
+    field = f"suite.conditions.{name}"
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise RealgapError(f"{field}: expected a mapping with 'randomization', got {spec!r}")
+    unknown = set(spec) - {"randomization", "only", "scale"}
+    if unknown:
+        raise RealgapError(f"{field}: unknown key(s) {sorted(unknown)} (allowed: randomization, only, scale)")
+    rand = spec.get("randomization")
+    if isinstance(rand, str):
+        rand = load_randomization(rand, f"{field}.randomization")
+    elif rand is not None and not isinstance(rand, dict):
+        raise RealgapError(f"{field}.randomization: expected a config name or a mapping, got {rand!r}")
+    rand = copy.deepcopy(rand)
+    if spec.get("only") is not None:
+        axes = (rand or {}).get("axes") or {}
+        only = spec["only"]
+        if only not in axes:
+            raise RealgapError(f"{field}.only: unknown axis '{only}' (the randomization has: {', '.join(sorted(axes)) or 'none'})")
+        for axis, axis_cfg in axes.items():
+            axis_cfg["enabled"] = axis == only
+    if spec.get("scale") is not None:
+        scale = spec["scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+            raise RealgapError(f"{field}.scale: expected a number >= 0, got {scale!r}")
+        if rand is None:
+            raise RealgapError(f"{field}.scale: needs a randomization to scale")
+        rand["scale"] = float(scale)
+    return Condition(name, rand)
+
+
+def _int(field: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise RealgapError(f"{field}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def build_plan(suite: dict, selection: list[str] | None) -> Plan:
+    """Validate the ``suite`` config group (a plain dict) and the condition ``selection``."""
+    for key in ("name", "policy", "env", "seeds", "conditions"):
+        if key not in suite:
+            raise RealgapError(f"suite.{key}: missing")
+    conds = suite["conditions"]
+    if not isinstance(conds, dict) or not conds:
+        raise RealgapError("suite.conditions: expected a non-empty mapping of named conditions")
+    names = list(conds)
+    if selection is not None:
+        if isinstance(selection, str):
+            selection = [selection]
+        for name in selection:
+            if name not in conds:
+                raise RealgapError(f"conditions: unknown condition '{name}' (suite '{suite['name']}' has: {', '.join(names)})")
+        if len(set(selection)) != len(selection):
+            raise RealgapError(f"conditions: duplicate names in {list(selection)}")
+        names = [n for n in names if n in selection]
+    seeds_cfg = suite["seeds"]
+    if not isinstance(seeds_cfg, dict):
+        raise RealgapError(f"suite.seeds: expected {{start, n}}, got {seeds_cfg!r}")
+    start = _int("suite.seeds.start", seeds_cfg.get("start"), 0)
+    n = _int("suite.seeds.n", seeds_cfg.get("n"), 1)
+    batch = _int("suite.batch_envs", suite.get("batch_envs", 8), 1)
+    frames = suite.get("record_frames", "none")
+    if frames not in FRAME_MODES:
+        raise RealgapError(f"suite.record_frames: expected one of {', '.join(FRAME_MODES)}, got {frames!r}")
+    n_first = _int("suite.frames_first_seeds", suite.get("frames_first_seeds", 0), 0)
+    env = suite["env"]
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str):
+        raise RealgapError("suite.env.id: missing (a Gymnasium id such as realgap/PlaceInReceptacle-v0)")
+    env_kwargs = dict(env.get("kwargs") or {})
+    if frames != "none":  # frames come from the observation, so ask the env for images too
+        mode = env_kwargs.get("obs_mode", "state")
+        if "image" not in mode:
+            env_kwargs["obs_mode"] = "state+image"
+    baseline = suite.get("baseline", "nominal")
+    seeds = tuple(range(start, start + n))
+    return Plan(
+        name=str(suite["name"]),
+        conditions=tuple(_condition(name, conds[name]) for name in names),
+        seeds=seeds, batch_envs=batch, env_id=env["id"], env_kwargs=env_kwargs, frames=frames,
+        frame_seeds=frozenset(seeds[:n_first]), record_chunks=bool(suite.get("record_chunks", False)),
+        baseline=baseline,
+    )

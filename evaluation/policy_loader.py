@@ -1,0 +1,45 @@
+"""Turn a suite's ``policy`` spec into an object speaking the policy protocol.
+
+``spec`` is one of:
+- ``expert``: the scripted expert (``realgap.envs.expert.ScriptedExpert``);
+- a path to a realgap checkpoint (loaded with ``realgap.policies.load_policy``);
+- ``module:factory``: any importable callable returning a protocol policy.
+``kwargs`` go to the expert's / factory's constructor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from realgap.errors import RealgapError
+
+
+def load_policy(spec: str, kwargs: dict | None = None) -> Any:
+    kwargs = dict(kwargs or {})
+    if not isinstance(spec, str) or not spec:
+        raise RealgapError(f"suite.policy.spec: expected 'expert', a checkpoint path or 'module:factory', got {spec!r}")
+    if spec == "expert":
+        from realgap.envs.expert import ScriptedExpert
+
+        policy = ScriptedExpert(**kwargs)
+    elif Path(spec).exists():
+        try:
+            from realgap.policies import load_policy as load_checkpoint
+        except ImportError as e:
+            raise RealgapError(f"suite.policy.spec: {spec}: checkpoint loading unavailable ({e})") from e
+        policy = load_checkpoint(spec, **kwargs)
+    elif ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise RealgapError(f"suite.policy.spec: cannot import '{spec}' ({type(e).__name__}: {e})") from e
+        policy = factory(**kwargs)
+    else:
+        raise RealgapError(f"suite.policy.spec: '{spec}' is not 'expert', an existing checkpoint, or 'module:factory'")
+    for method in ("reset", "act"):
+        if not callable(getattr(policy, method, None)):
+            raise RealgapError(f"suite.policy.spec: '{spec}' has no {method}() (see realgap.policies.protocol)")
+    return policy

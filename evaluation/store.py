@@ -1,0 +1,136 @@
+"""A suite's output folder: its config, its episode store, and the resume bookkeeping.
+
+    <out>/suite.json      the suite config and the plan fingerprint (checked on --resume)
+    <out>/episodes.zarr   the episode store (``realgap.data.replay_buffer.ReplayBuffer`` layout)
+    <out>/report/         derived: HTML, JSON, CSV, videos (rebuilt by ``realgap report``)
+
+Episodes are appended by the main process as groups finish; the buffer commits each episode
+atomically, so after a kill the store holds complete episodes only. On resume a group with any
+missing episode is rerun in full (same composition, same results) and only the missing ones are appended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from realgap.data.replay_buffer import ReplayBuffer
+from realgap.errors import RealgapError
+
+from .plan import Plan, digest
+from .rollout import Episode
+
+SUITE_FILE = "suite.json"
+STORE_DIR = "episodes.zarr"
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (before any simulation) when ``out`` cannot be created or written."""
+    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
+    if probe_dir.exists() and not probe_dir.is_dir():
+        raise RealgapError(f"out: {probe_dir} is a file, not a folder")
+    probe = probe_dir / f".realgap-write-test-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RealgapError(f"out: {out} is not writable ({e.strerror or e})") from e
+
+
+def check_output(out: Path, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with ``out``: 'new', 'resume' or 'overwrite'. Raises on a conflict."""
+    check_writable(out)
+    exists = out.exists() and any(out.iterdir())
+    if not exists:
+        return "new"
+    if overwrite:
+        return "overwrite"
+    if resume:
+        if not (out / SUITE_FILE).exists():
+            raise RealgapError(f"{out / SUITE_FILE}: missing, so {out} is not a suite output to resume")
+        return "resume"
+    raise RealgapError(f"out: {out} exists; pass --resume to continue it or --overwrite to replace it")
+
+
+def _diff_field(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _diff_field(a, b, f"{prefix}{key}.")
+            return f"{prefix}{key}"
+    return prefix.rstrip(".")
+
+
+def open_output(out: Path, mode: str, plan: Plan, suite_cfg: dict) -> ReplayBuffer:
+    """Create (new/overwrite) or reopen (resume) the output folder and its episode store."""
+    fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
+    if mode == "resume":
+        path = out / SUITE_FILE
+        try:
+            saved = json.loads(path.read_text())
+            old = saved["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RealgapError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+        if old != fingerprint:
+            raise RealgapError(f"{path}: the suite differs from the one being resumed (field '{_diff_field(old, fingerprint)}')")
+        store_path = out / STORE_DIR
+        if not store_path.exists():  # killed between writing suite.json and creating the store
+            return ReplayBuffer.create(store_path)
+        store = ReplayBuffer.open(store_path, mode="a")
+        check_store(store, plan)
+        return store
+    if mode == "overwrite":
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"suite": suite_cfg, "fingerprint": fingerprint, "digest": digest(fingerprint)}
+    tmp = out / f"{SUITE_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, out / SUITE_FILE)
+    return ReplayBuffer.create(out / STORE_DIR)
+
+
+def check_store(store: ReplayBuffer, plan: Plan) -> None:
+    """A store being resumed must hold only planned, distinct episodes."""
+    try:
+        infos = store.episode_infos()
+    except (ValueError, KeyError) as e:
+        raise RealgapError(f"{store.path}: unreadable episode_info ({type(e).__name__}: {e})") from e
+    planned = {(c.name, s) for c in plan.conditions for s in plan.seeds}
+    keys = []
+    for i, info in enumerate(infos):
+        if not isinstance(info, dict) or "condition" not in info or "seed" not in info:
+            raise RealgapError(f"{store.path}: episode {i} has no condition/seed in its info")
+        keys.append((info["condition"], info["seed"]))
+    dup = [k for k, n in Counter(keys).items() if n > 1]
+    if dup:
+        raise RealgapError(f"{store.path}: episode {dup[0]} is stored twice")
+    extra = [k for k in keys if k not in planned]
+    if extra:
+        raise RealgapError(f"{store.path}: episode {extra[0]} is not part of this suite")
+
+
+def done_episodes(store: ReplayBuffer) -> set[tuple[str, int]]:
+    return {(i["condition"], int(i["seed"])) for i in store.episode_infos()}
+
+
+class EpisodeWriter:
+    """Appends episodes to the store, padding dropped frames with zeros so every key has every step."""
+
+    def __init__(self, store: ReplayBuffer, frame_specs: dict[str, tuple[tuple, str]]):
+        self.store = store
+        self.frame_specs = frame_specs  # image key -> (shape, dtype)
+
+    def append(self, episode: Episode) -> int:
+        steps = dict(episode.steps)
+        rows = len(steps["action"])
+        for key, (shape, dtype) in self.frame_specs.items():
+            if key not in steps:
+                steps[key] = np.zeros((rows, *shape), dtype)
+        return self.store.append_episode(steps, episode.info)

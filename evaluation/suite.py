@@ -1,0 +1,135 @@
+"""``realgap suite``: run a rollout suite into an episode store, then write its report.
+
+    realgap suite [suite=default] [conditions=[nominal,lighting]] [workers=2] [executor=ray]
+                  [out=outputs/suite/default] [--resume | --overwrite]
+
+Order of work: validate the config and conditions, check the output folder, load the policy and
+check its action shape on one real observation (all before any rollout), then run the fixed groups
+with a progress bar, appending finished episodes to the store, then build the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from realgap.errors import RealgapError
+
+from . import store as store_mod
+from .executors import EXECUTORS, execute, make_env
+from .plan import Plan, build_plan
+from .policy_loader import load_policy
+
+
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tuple[tuple, str]]:
+    """Build every condition's env and check the policy's first action; returns the frame specs.
+
+    A policy whose action shape does not fit the env, or an env config the env rejects, is bad
+    input: it fails here with one line, before anything is written.
+    """
+    frame_specs: dict[str, tuple[tuple, str]] = {}
+    policy = load_policy(policy_spec, policy_kwargs)
+    seed = int(plan.seeds[0])
+    for i, cond in enumerate(plan.conditions):
+        try:
+            env = make_env(plan.env_id, plan.env_kwargs_for(cond))
+        except RealgapError:
+            raise
+        except Exception as e:
+            raise RealgapError(f"suite.conditions.{cond.name}: the env rejects it ({type(e).__name__}: {e})") from e
+        try:
+            if i == 0:  # one real observation is enough to check the policy's shapes
+                obs, _ = env.reset(seed=seed)
+                if plan.frames != "none":
+                    frame_specs = {k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in obs.items() if k.startswith("image_")}
+                _check_first_action(policy, policy_spec, obs, seed, env.action_space.shape, plan.env_id)
+        finally:
+            env.close()
+    return frame_specs
+
+
+def _check_first_action(policy, policy_spec: str, obs: dict, seed: int, shape: tuple, env_id: str) -> None:
+    policy.reset([seed])
+    try:
+        action = np.asarray(policy.act([obs], [0]))
+    except Exception as e:
+        raise RealgapError(f"suite.policy.spec: act() raised on the first observation ({type(e).__name__}: {e})") from e
+    if action.shape != (1, *shape):
+        raise RealgapError(
+            f"suite.policy.spec: '{policy_spec}' returns actions of shape {action.shape[1:]} per env, "
+            f"the env {env_id} expects {tuple(shape)}"
+        )
+
+
+def resolve_workers(workers) -> int:
+    if workers is None:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise RealgapError(f"workers: expected an integer >= 1 (or null for one per core), got {workers!r}")
+    return workers
+
+
+def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) the suite described by the composed ``suite`` config; returns the output folder."""
+    cfg = _plain(cfg)
+    suite = cfg.get("suite")
+    if not isinstance(suite, dict):
+        raise RealgapError("suite: missing (pick one with suite=<name>)")
+    plan = build_plan(suite, cfg.get("conditions"))
+    executor = cfg.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise RealgapError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    workers = resolve_workers(cfg.get("workers"))
+    if not cfg.get("out"):
+        raise RealgapError("out: missing (the output folder)")
+    out = Path(cfg["out"]).expanduser()
+    mode = store_mod.check_output(out, resume, overwrite)
+    policy = suite["policy"] if isinstance(suite["policy"], dict) else {"spec": suite["policy"]}
+    frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {})
+
+    store = store_mod.open_output(out, mode, plan, suite)
+    writer = store_mod.EpisodeWriter(store, frame_specs)
+    done = store_mod.done_episodes(store)
+    todo = [t for t in plan.groups() if any((t.condition, s) not in done for s in t.seeds)]
+    started = time.perf_counter()
+    bar = tqdm(total=plan.n_episodes, initial=len(done), unit="ep", desc=f"suite {plan.name}",
+               disable=not progress, dynamic_ncols=True)
+    results = execute(executor, todo, policy["spec"], policy.get("kwargs") or {}, min(workers, max(1, len(todo))),
+                      cfg.get("ray_address"))
+    try:
+        for _, episodes in results:
+            for ep in episodes:
+                if (ep.condition, ep.seed) not in done:  # on resume only the missing ones
+                    writer.append(ep)
+                    done.add((ep.condition, ep.seed))
+                    bar.update(1)
+    finally:
+        results.close() if hasattr(results, "close") else None
+        bar.close()
+    elapsed = time.perf_counter() - started
+    ran = sum(len(t.seeds) for t in todo)
+    if progress and ran:
+        print(f"suite {plan.name}: {ran} episodes in {elapsed:.1f} s ({60 * ran / elapsed:.1f} episodes/min, "
+              f"{executor} x{workers})")
+    return out
+
+
+def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
+    out = run_suite(cfg, resume=resume, overwrite=overwrite)
+    options = OmegaConf.to_container(cfg.get("report"), resolve=True) if cfg.get("report") else {}
+    if options.pop("enabled", True):
+        from .report import build_report
+
+        index = build_report(out, options)
+        print(f"report: {index}")
+    print(f"episodes: {out / store_mod.STORE_DIR}")
+    return 0

@@ -1,0 +1,105 @@
+"""A tiny env and policies for the evaluation-harness tests (imported by spawned/Ray workers too).
+
+``test_eval_fakes:FakeReach-v0``: move a point to a seeded goal in 3-D; success within 0.15, timeout
+after ``max_steps``. The randomization dict ``{"noise": s}`` perturbs the dynamics from the episode's
+own stream; ``{"explode_seed": k}`` makes episode k report an unstable sim.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from realgap import seeding
+
+
+class FakeReachEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, obs_mode="state", randomization=None, max_steps=10, step_sleep=0.0, image_size=8, cameras=("front",)):
+        self.rand = dict(randomization or {})
+        self.max_steps, self.step_sleep = max_steps, step_sleep
+        self.images = "image" in obs_mode
+        obs = {
+            "proprio": spaces.Box(-10, 10, (8,), np.float32),
+            "object_state": spaces.Box(-10, 10, (6,), np.float32),
+        }
+        if self.images:
+            for cam in cameras:
+                obs[f"image_{cam}"] = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1, 1, (4,), np.float32)
+
+    def _obs(self):
+        obs = {
+            "proprio": np.concatenate([self.pos, np.zeros(5)]).astype(np.float32),
+            "object_state": np.array([1, *self.goal, 1, 0], np.float32),
+        }
+        for key, space in self.observation_space.spaces.items():
+            if key.startswith("image_"):
+                level = int(np.clip(128 + 60 * self.pos[0], 0, 255))
+                obs[key] = np.full(space.shape, level, np.uint8)
+        return obs
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_ = int(seed)
+        self.goal = seeding.stream(self.seed_, "fake_env.goal").uniform(-1, 1, 3)
+        self.noise = seeding.stream(self.seed_, "fake_env.dr")
+        self.pos, self.t = np.zeros(3), 0
+        dr = {"noise": float(self.rand.get("noise", 0.0))}
+        return self._obs(), {"task": {"goal": self.goal.tolist()}, "dr_params": dr}
+
+    def step(self, action):
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
+        self.t += 1
+        drift = self.noise.normal(0, 1, 3) * float(self.rand.get("noise", 0.0))
+        self.pos = self.pos + 0.25 * np.asarray(action[:3], float) + drift
+        success = bool(np.linalg.norm(self.pos - self.goal) < 0.15)
+        unstable = self.rand.get("explode_seed") == self.seed_ and self.t == 2
+        success = success and not unstable
+        terminated = success or unstable
+        truncated = self.t >= self.max_steps and not terminated
+        reason = "success" if success else "unstable" if unstable else "timeout" if truncated else ""
+        info = {"is_success": success, "termination_reason": reason} if terminated or truncated else {}
+        return self._obs(), float(success), terminated, truncated, info
+
+
+gym.register("FakeReach-v0", entry_point=FakeReachEnv)
+
+
+class GoalSeeker:
+    """Heads for the goal with seeded noise; per-slot randomness comes from the episode seed only."""
+
+    def __init__(self, noise=0.8, fail_seed=None, nan_seed=None, action_dim=4):
+        self.noise, self.fail_seed, self.nan_seed, self.action_dim = noise, fail_seed, nan_seed, action_dim
+
+    def reset(self, episode_seeds):
+        self.seeds = list(episode_seeds)
+        self.rngs = [seeding.stream(s, "fake_policy") for s in self.seeds]
+        self.t = [0] * len(self.seeds)
+
+    def act(self, obs, slots):
+        out = np.zeros((len(slots), self.action_dim), np.float32)
+        for j, i in enumerate(slots):
+            goal, pos = obs[j]["object_state"][1:4], obs[j]["proprio"][:3]
+            step = np.clip((goal - pos) / 0.25, -1, 1) + self.rngs[i].normal(0, self.noise, 3)
+            out[j, :3] = np.clip(step, -1, 1)[: self.action_dim]
+            if self.seeds[i] == self.fail_seed and self.t[i] == 2:
+                raise RuntimeError(f"policy blew up on seed {self.fail_seed}")
+            if self.seeds[i] == self.nan_seed and self.t[i] == 1:
+                out[j] = np.nan
+            self.t[i] += 1
+        return out
+
+
+def make_policy(**kwargs):
+    return GoalSeeker(**kwargs)
+
+
+def make_wrong_shape_policy():
+    return GoalSeeker(action_dim=7)
