@@ -1,0 +1,92 @@
+"""Training CLI behaviour on tiny synthetic demos: outputs, exact resume, NaN loss, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+from test_data_fakes import fake_store, one_torch_thread, train_cfg  # noqa: F401
+
+from realgap.errors import RealgapError
+from realgap.policies.checkpoint import load_policy
+from realgap.policies.train import lr_at, main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demos") / "d.zarr"
+    fake_store(path, n_episodes=5)
+    return path
+
+
+def test_train_writes_loadable_policy_and_curve(store, tmp_path):
+    assert main(train_cfg(store, tmp_path / "out", steps=6)) == 0
+    curve = json.loads((tmp_path / "out" / "curve.json").read_text())
+    assert [r["step"] for r in curve] == [3, 6] and all(np.isfinite(r["val_loss"]) for r in curve)
+    assert (tmp_path / "out" / "curve.csv").read_text().startswith("step,lr,train_loss")
+    p = load_policy(tmp_path / "out")
+    obs = {"proprio": np.zeros((1, 2, 8), np.float32), "object_state": np.zeros((1, 2, 12), np.float32),
+           "instruction": ["place the red block in the yellow rack"]}
+    assert p.sample_chunks(obs, 2, seed=0).shape == (1, 2, 8, 4)
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(store, tmp_path):
+    main(train_cfg(store, tmp_path / "full", steps=6))
+    main(train_cfg(store, tmp_path / "part", steps=3))  # "killed" after the step-3 checkpoint
+    main(train_cfg(store, tmp_path / "part", steps=6), resume=True)
+    a = load_file(str(tmp_path / "full" / "train_state.safetensors"))
+    b = load_file(str(tmp_path / "part" / "train_state.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)
+
+
+def test_existing_output_needs_resume_or_overwrite(store, tmp_path):
+    main(train_cfg(store, tmp_path / "out", steps=3))
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    with pytest.raises(RealgapError, match="output exists"):
+        main(train_cfg(store, tmp_path / "out", steps=3))
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    with pytest.raises(RealgapError, match="nothing to resume"):
+        main(train_cfg(store, tmp_path / "fresh", steps=3), resume=True)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(store, tmp_path):
+    main(train_cfg(store, tmp_path / "out", steps=3))
+    good = (tmp_path / "out" / "model.safetensors").read_bytes()
+    state = load_file(str(tmp_path / "out" / "train_state.safetensors"))  # weights blown up to NaN
+    state = {k: v.fill_(float("nan")) if k.startswith("model.") and v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(tmp_path / "out" / "train_state.safetensors"))
+    with pytest.raises(RealgapError, match="loss is nan at step 3.*last good checkpoint kept") as e:
+        main(train_cfg(store, tmp_path / "out", steps=6), resume=True)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == good
+
+
+@pytest.mark.parametrize("field,value,match", [("steps", 0, "train.steps"), ("lr", -1.0, "train.lr"),
+                                               ("batch_size", 0, "train.batch_size")])
+def test_bad_config_rejected_before_anything_is_written(store, tmp_path, field, value, match):
+    with pytest.raises(RealgapError, match=match):
+        main(train_cfg(store, tmp_path / "out", **{field: value}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_dataset_rejected_before_anything_is_written(tmp_path):
+    from realgap.data.replay_buffer import ReplayBuffer
+
+    ReplayBuffer.create(tmp_path / "empty.zarr")
+    with pytest.raises(RealgapError, match="empty"):
+        main(train_cfg(tmp_path / "empty.zarr", tmp_path / "out"))
+    fake_store(tmp_path / "d.zarr", n_episodes=3)
+    with pytest.raises(RealgapError, match="missing data/image_front"):
+        main(train_cfg(tmp_path / "d.zarr", tmp_path / "out", policy={"image_keys": ["image_front"]}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 10, 100) == pytest.approx(0.5)
+    assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-12)
