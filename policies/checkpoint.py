@@ -94,8 +94,20 @@ def _load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], whe
     module.load_state_dict(dict(tensors))
 
 
-def load_policy(path: str | Path, observation_space=None, action_space=None) -> DiffusionPolicy:
-    """The EMA policy of a checkpoint, in eval mode. Pass the env's spaces to check shapes up front."""
+def load_policy(path: str | Path, num_samples: int = 1, n_action_steps: int | None = None, on_chunk=None,
+                observation_space=None, action_space=None):
+    """A checkpoint as a protocol policy (reset/act): the receding-horizon executor over its EMA weights.
+
+    ``num_samples`` K chunks are drawn per replan (sample 0 is executed); the raw model is ``.policy``.
+    """
+    from realgap.policies.executor import RecedingHorizonExecutor
+
+    model = load_diffusion(path, observation_space, action_space)
+    return RecedingHorizonExecutor(model, num_samples=num_samples, n_action_steps=n_action_steps, on_chunk=on_chunk)
+
+
+def load_diffusion(path: str | Path, observation_space=None, action_space=None) -> DiffusionPolicy:
+    """The EMA model of a checkpoint, in eval mode. Pass the env's spaces to check shapes up front."""
     path = Path(path)
     if not path.is_dir():
         raise RealgapError(f"{path}: policy checkpoint directory does not exist")

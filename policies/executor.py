@@ -6,8 +6,9 @@ training sampler pads). When a slot's action queue is empty it replans: all such
 current step (``pred[To-1 : To-1+Ta]``). The noise of replan r of the episode with seed s derives
 from ``(s, "policy_noise", r)`` only, so an episode's actions never depend on the batch it ran in.
 
-Every sampled chunk set (K, horizon, action_dim) is kept in ``last_chunks[slot]`` and passed to
-``on_chunk(slot, step, chunks)`` for uncertainty scoring.
+Every sampled chunk set (K, horizon, action_dim) goes to ``on_chunk(slot, step, chunks)`` for
+uncertainty scoring. After each ``act`` call, ``last_chunks[j]`` is the chunk set sampled in that call
+for ``slots[j]`` (None where that slot did not replan), and ``slot_chunks[slot]`` the latest one per slot.
 
 Threads: torch's intra-op threads are left to the caller (a rollout worker usually wants
 ``torch.set_num_threads(1)`` so parallel workers don't oversubscribe the cores).
@@ -46,7 +47,8 @@ class RecedingHorizonExecutor:
         self.steps = [0] * n
         self.replans = [0] * n
         self.instructions: list[str] = [""] * n
-        self.last_chunks: dict[int, np.ndarray] = {}
+        self.slot_chunks: dict[int, np.ndarray] = {}
+        self.last_chunks: list[np.ndarray | None] = []
 
     def act(self, obs: Sequence[dict[str, Any]], slots: Sequence[int]) -> np.ndarray:
         to = self.policy.n_obs_steps
@@ -60,6 +62,7 @@ class RecedingHorizonExecutor:
         need = [s for s in slots if not self.queue[s]]
         if need:
             self._replan(need)
+        self.last_chunks = [self.slot_chunks[s] if s in need else None for s in slots]
         out = np.stack([self.queue[s].popleft() for s in slots]).astype(np.float32)
         for s in slots:
             self.steps[s] += 1
@@ -72,7 +75,7 @@ class RecedingHorizonExecutor:
         chunks = self.policy.sample_chunks(batch, num_samples=self.num_samples, seed=seeds)
         start = self.policy.n_obs_steps - 1
         for s, c in zip(slots, chunks):
-            self.last_chunks[s] = c
+            self.slot_chunks[s] = c
             if self.on_chunk is not None:
                 self.on_chunk(s, self.steps[s], c)
             self.queue[s].extend(c[0, start:start + self.n_action_steps])

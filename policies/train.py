@@ -161,5 +161,5 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
                              {"curve": rows, "config": OmegaConf.to_container(cfg, resolve=True)})
             write_curve(out, rows)
     bar.close()
-    print(f"train: done, {total} steps in {time.time() - t0:.0f} s; policy in {out} (load with realgap.policies.load_policy)")
+    print(f"train: done, {total} steps in {time.time() - t0:.0f} s; policy in {out} (realgap.policies.load_policy)")
     return 0

@@ -10,7 +10,7 @@ from test_data_fakes import INSTRUCTIONS, fake_store, one_torch_thread, tiny_pol
 
 from realgap.data.dataset import DemoDataset
 from realgap.errors import RealgapError
-from realgap.policies.checkpoint import check_spaces, load_policy, save_policy
+from realgap.policies.checkpoint import check_spaces, load_diffusion, load_policy, save_policy
 from realgap.policies.diffusion import DiffusionPolicy, sample_seeds
 from realgap.policies.executor import RecedingHorizonExecutor
 from realgap.policies.protocol import Policy
@@ -95,9 +95,11 @@ def test_executor_replans_every_n_action_steps_in_one_batched_call(dataset):
         slots = [0, 1, 2] if t < 6 else [0, 2]  # slot 1 finishes after 6 steps
         a = ex.act([env_obs(dataset, t) for _ in slots], slots)
         assert a.shape == (len(slots), 4) and np.all(np.abs(a) <= 1)
+        fresh = [c is not None for c in ex.last_chunks]  # aligned with slots; set only on replans
+        assert fresh == [t % 4 == 0] * len(slots)
     assert [len(c) for c in p.calls] == [3, 3, 2]  # steps 0, 4, 8: all slots in one call
     assert [step for slot, step, _ in seen if slot == 0] == [0, 4, 8]
-    assert ex.last_chunks[2].shape == (3, 8, 4) and seen[0][2] == (3, 8, 4)
+    assert ex.slot_chunks[2].shape == (3, 8, 4) and seen[0][2] == (3, 8, 4)
     assert ex.replans == [3, 2, 3]
 
 
@@ -112,7 +114,7 @@ def test_executor_actions_do_not_depend_on_batch_composition(dataset):
         a3 = together.act([env_obs(dataset, t + 1), o, env_obs(dataset, t + 2)], [0, 1, 2])
         np.testing.assert_allclose(a1[0], a3[1], atol=1e-5)
     # after 6 steps (replans at 0 and 4) the queue holds the rest of pred[To-1 : To-1+Ta] of sample 0
-    expected = np.clip(alone.last_chunks[0][0, 1 + 2:1 + 4], -1, 1)
+    expected = np.clip(alone.slot_chunks[0][0, 1 + 2:1 + 4], -1, 1)
     np.testing.assert_allclose(np.clip(np.stack(list(alone.queue[0])), -1, 1), expected)
 
 
@@ -121,9 +123,13 @@ def test_checkpoint_round_trip_is_exact_and_needs_no_pickle(dataset, tmp_path):
     save_policy(tmp_path / "ckpt", p)
     meta = json.loads((tmp_path / "ckpt" / "policy.json").read_text())
     assert meta["shapes"]["image_front"] == [32, 32, 3] and "vocab" in meta["tokenizer"]
-    q = load_policy(tmp_path / "ckpt")
+    q = load_diffusion(tmp_path / "ckpt")
     obs = obs_batch(dataset, 2)
     assert np.array_equal(p.sample_chunks(obs, 2, seed=[1, 2]), q.sample_chunks(obs, 2, seed=[1, 2]))
+    executor = load_policy(tmp_path / "ckpt", num_samples=4)  # what an evaluation suite loads
+    assert isinstance(executor, Policy) and executor.num_samples == 4
+    executor.reset([3])
+    assert executor.act([env_obs(dataset, 0)], [0]).shape == (1, 4) and executor.last_chunks[0].shape == (4, 8, 4)
 
 
 def test_checkpoint_shape_mismatch_and_damage_are_one_line_errors(dataset, tmp_path):

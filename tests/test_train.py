@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from test_data_fakes import fake_store, one_torch_thread, train_cfg  # noqa: F401
 
 from realgap.errors import RealgapError
-from realgap.policies.checkpoint import load_policy
+from realgap.policies.checkpoint import load_diffusion
 from realgap.policies.train import lr_at, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -26,7 +26,7 @@ def test_train_writes_loadable_policy_and_curve(store, tmp_path):
     curve = json.loads((tmp_path / "out" / "curve.json").read_text())
     assert [r["step"] for r in curve] == [3, 6] and all(np.isfinite(r["val_loss"]) for r in curve)
     assert (tmp_path / "out" / "curve.csv").read_text().startswith("step,lr,train_loss")
-    p = load_policy(tmp_path / "out")
+    p = load_diffusion(tmp_path / "out")
     obs = {"proprio": np.zeros((1, 2, 8), np.float32), "object_state": np.zeros((1, 2, 12), np.float32),
            "instruction": ["place the red block in the yellow rack"]}
     assert p.sample_chunks(obs, 2, seed=0).shape == (1, 2, 8, 4)

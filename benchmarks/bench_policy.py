@@ -1,0 +1,72 @@
+"""Inference cost of one replan (sample_chunks) at K = 1, 8, 32 samples for one observation.
+
+    python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 1] [--repeats 20]
+
+Without a checkpoint it builds the default state policy (conf/policy/diffusion_state.yaml) with random
+weights and a synthetic observation: cost depends on the architecture only. Target: K=8 <= 2x K=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from realgap.cli import compose
+from realgap.data.normalizer import Normalizer
+from realgap.data.tokenizer import WordTokenizer, catalogue_words
+from realgap.policies.checkpoint import load_diffusion
+from realgap.policies.diffusion import DiffusionPolicy
+
+
+def default_policy(policy_name: str) -> DiffusionPolicy:
+    cfg = OmegaConf.to_container(compose("train", [f"policy={policy_name}"]).policy, resolve=True)
+    shapes = {"proprio": (8,), "object_state": (66,), "image_front": (96, 96, 3), "action": (4,)}
+    rng = np.random.default_rng(0)
+    norm = Normalizer.fit({k: rng.normal(size=(64, *shapes[k])) for k in ["proprio", "object_state", "action"]})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return DiffusionPolicy(cfg, shapes, norm, WordTokenizer(catalogue_words() + ["place", "the", "in"])).eval()
+
+
+def synthetic_obs(policy: DiffusionPolicy) -> dict:
+    rng = np.random.default_rng(1)
+    obs = {}
+    for k in [*policy.state_keys, *policy.image_keys]:
+        shape = (1, policy.n_obs_steps, *policy.shapes[k])
+        obs[k] = rng.integers(0, 255, shape, dtype=np.uint8) if k.startswith("image") else rng.normal(size=shape).astype(np.float32)
+    obs["instruction"] = ["place the red block in the yellow rack"]
+    return obs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--policy", default="diffusion_state", help="config when no checkpoint is given")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    policy = load_diffusion(args.checkpoint) if args.checkpoint else default_policy(args.policy)
+    obs = synthetic_obs(policy)
+    steps = policy.config["num_inference_steps"]
+    print(f"policy: {args.checkpoint or args.policy}, {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M params, "
+          f"{steps} DDIM steps, horizon {policy.horizon}, torch threads {args.threads}")
+    base = None
+    for k in (1, 8, 32):
+        policy.sample_chunks(obs, k, seed=0)  # warm-up
+        times = []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            policy.sample_chunks(obs, k, seed=r)
+            times.append(time.perf_counter() - t0)
+        ms = 1000 * float(np.median(times))
+        base = base or ms
+        print(f"K={k:3d}: {ms:7.2f} ms per replan (median of {args.repeats}), {ms / k:6.2f} ms per chunk, {ms / base:4.2f}x K=1")
+
+
+if __name__ == "__main__":
+    main()
