@@ -20,8 +20,8 @@ from torch import nn
 from realgap.data.normalizer import Normalizer
 from realgap.data.tokenizer import WordTokenizer
 from realgap.errors import RealgapError
-from realgap.policies.networks import (ConditionalUnet1D, ImageEncoder, InstructionEncoder, StateEncoder,
-                                       TransformerDenoiser)
+from realgap.policies.networks import (ConditionalUnet1D, ImageEncoder, InstructionEncoder, RowAttention,
+                                       StateEncoder, TransformerDenoiser)
 from realgap.seeding import derive_seed
 
 DEFAULTS: dict[str, Any] = {
@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "state_feature_dim": 64, "state_hidden_dim": 128,
     "image_feature_dim": 64, "image_channels": [32, 64, 64], "image_keypoints": 32, "crop_size": 84,
     "instruction_dim": 32, "use_instruction": True,
+    "row_attention": {"key": None, "row_dim": 6, "n_queries": 2},  # key: e.g. object_state (null = off)
     "denoiser": "unet", "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "step_embed_dim": 128,
     "transformer": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     "num_train_timesteps": 100, "num_inference_steps": 10, "beta_schedule": "squaredcos_cap_v2",
@@ -63,8 +64,19 @@ class DiffusionPolicy(nn.Module):
         self.action_dim = self.shapes["action"][0]
 
         per_step = 0
+        rows = cfg["row_attention"] or {}
+        self.row_key = rows.get("key") if cfg["use_instruction"] else None
+        if self.row_key is not None:
+            if self.row_key not in self.state_keys:
+                raise RealgapError(f"policy.row_attention.key: '{self.row_key}' is not one of state_keys {self.state_keys}")
+            n_rows, rem = divmod(int(np.prod(self.shapes[self.row_key])), int(rows["row_dim"]))
+            if rem:
+                raise RealgapError(f"policy.row_attention.row_dim: {rows['row_dim']} does not divide {self.row_key}'s size")
+            self.row_attn = RowAttention(n_rows, int(rows["row_dim"]), cfg["instruction_dim"], int(rows["n_queries"]))
         if self.state_keys:
             state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys)
+            if self.row_key is not None:
+                state_dim += int(rows["row_dim"]) * int(rows["n_queries"])
             self.state_enc = StateEncoder(state_dim, cfg["state_feature_dim"], cfg["state_hidden_dim"])
             per_step += cfg["state_feature_dim"]
         self.image_enc = nn.ModuleDict({
@@ -100,17 +112,21 @@ class DiffusionPolicy(nn.Module):
     def encode(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """Global condition (B, C). A generator means training: images get a random crop, else the centre crop."""
         feats = []
+        instr = self.instr_enc(obs["tokens"]) if self.config["use_instruction"] else None
         if self.state_keys:
-            x = torch.cat([self.normalizer.normalize(k, obs[k].float().flatten(2)) for k in self.state_keys], dim=-1)
-            feats.append(self.state_enc(x))
+            parts = {k: self.normalizer.normalize(k, obs[k].float().flatten(2)) for k in self.state_keys}
+            x = [parts[k] for k in self.state_keys]
+            if self.row_key is not None:
+                x.append(self.row_attn(parts[self.row_key], instr))
+            feats.append(self.state_enc(torch.cat(x, dim=-1)))
         for k in self.image_keys:
             img = obs[k]
             b, t = img.shape[:2]
             img = img.reshape(b * t, *img.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
             feats.append(self.image_enc[k](self._crop(img, generator)).reshape(b, t, -1))
         cond = torch.cat(feats, dim=-1).flatten(1)
-        if self.config["use_instruction"]:
-            cond = torch.cat([cond, self.instr_enc(obs["tokens"])], dim=-1)
+        if instr is not None:
+            cond = torch.cat([cond, instr], dim=-1)
         return cond
 
     def _crop(self, img: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

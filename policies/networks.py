@@ -74,6 +74,28 @@ class InstructionEncoder(nn.Module):
         return (self.emb(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+class RowAttention(nn.Module):
+    """Instruction-queried attention over the rows of ``object_state`` (one row per catalogue item).
+
+    Each row has a learned key (its identity); ``n_queries`` queries come from the instruction
+    embedding, so the policy can pull out "the object named" and "the receptacle named" without
+    having to learn that selection inside the denoiser. Output: the attended rows, (B, T, Q * row_dim).
+    """
+
+    def __init__(self, n_rows: int, row_dim: int, instr_dim: int, n_queries: int = 2, key_dim: int = 32):
+        super().__init__()
+        self.row_dim, self.n_queries, self.key_dim = row_dim, n_queries, key_dim
+        self.row_key = nn.Parameter(torch.randn(n_rows, key_dim) * 0.1)
+        self.query = nn.Linear(instr_dim, n_queries * key_dim)
+
+    def forward(self, rows_flat, instr):
+        b, t, _ = rows_flat.shape
+        rows = rows_flat.reshape(b, t, -1, self.row_dim)
+        q = self.query(instr).reshape(b, self.n_queries, self.key_dim)
+        weights = torch.softmax(torch.einsum("bqk,rk->bqr", q, self.row_key) / math.sqrt(self.key_dim), dim=-1)
+        return torch.einsum("bqr,btrd->btqd", weights, rows).flatten(2)
+
+
 # ------------------------------------------------------------------ denoisers
 class SinusoidalPosEmb(nn.Module):
     def __init__(self, dim: int):

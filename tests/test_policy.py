@@ -37,9 +37,13 @@ def obs_batch(dataset, n=3):
     return {k: b[k] for k in ["proprio", "object_state", "image_front"]} | {"instruction": [INSTRUCTIONS[i % 2] for i in range(n)]}
 
 
-@pytest.mark.parametrize("denoiser,images", [("unet", []), ("transformer", []), ("unet", ["image_front"])])
-def test_same_seed_same_chunks_and_k_in_one_call_equals_k_calls(dataset, denoiser, images):
-    p = make_policy(dataset, denoiser=denoiser, image_keys=images)
+ROWS = {"key": "object_state", "row_dim": 6, "n_queries": 2}
+
+
+@pytest.mark.parametrize("denoiser,images,rows", [("unet", [], None), ("transformer", [], None),
+                                                  ("unet", ["image_front"], None), ("unet", [], ROWS)])
+def test_same_seed_same_chunks_and_k_in_one_call_equals_k_calls(dataset, denoiser, images, rows):
+    p = make_policy(dataset, denoiser=denoiser, image_keys=images, row_attention=rows)
     obs = obs_batch(dataset)
     a = p.sample_chunks(obs, num_samples=5, seed=[7, 8, 9])
     assert a.shape == (3, 5, 8, 4) and np.all(np.isfinite(a))
@@ -51,6 +55,21 @@ def test_same_seed_same_chunks_and_k_in_one_call_equals_k_calls(dataset, denoise
         for k, s in enumerate(sample_seeds([7, 8, 9][b], 5)):
             single = p.sample_chunks(one, num_samples=1, sample_seed_lists=[[s]])
             np.testing.assert_allclose(single[0, 0], a[b, k], atol=1e-5, rtol=0)
+
+
+def test_row_attention_selects_rows_named_by_the_instruction(dataset):
+    p = make_policy(dataset, row_attention=ROWS)
+    assert p.row_attn.row_key.shape == (2, 32)  # fake object_state: 12 dims = 2 rows of 6
+    with torch.no_grad():  # make query 0 pick row 1 whatever the instruction
+        p.row_attn.query.weight.zero_()
+        p.row_attn.query.bias.copy_(torch.cat([p.row_attn.row_key[1] * 1e4, torch.zeros(32)]))
+    rows = torch.arange(24, dtype=torch.float32).reshape(1, 2, 12)
+    out = p.row_attn(rows, torch.zeros(1, 8))
+    assert torch.allclose(out[0, :, :6], rows[0, :, 6:], atol=1e-3)
+    with pytest.raises(RealgapError, match="row_attention.row_dim"):
+        make_policy(dataset, row_attention={**ROWS, "row_dim": 5})
+    with pytest.raises(RealgapError, match="row_attention.key"):
+        make_policy(dataset, row_attention={**ROWS, "key": "image_front"})
 
 
 def test_random_crop_in_training_centre_crop_at_eval(dataset):
