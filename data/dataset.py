@@ -60,11 +60,11 @@ class DemoDataset:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
 
     def batch(self, sampler: SequenceSampler, windows: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw (unnormalized) batch: obs keys (B, To, ...), action (B, H, A), tokens (B, L)."""
+        """Raw (unnormalized) batch: obs keys (B, To, ...), action (B, H, A), instruction (B strings)."""
         out = sampler.gather(self.arrays, windows)
         for k in self.obs_keys:
             out[k] = out[k][:, : self.n_obs_steps]
-        out["tokens"] = self.episode_tokens[sampler.episode[windows]]
+        out["instruction"] = [self.instructions[e] for e in sampler.episode[windows]]
         return out
 
 

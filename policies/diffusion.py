@@ -21,7 +21,7 @@ from realgap.data.normalizer import Normalizer
 from realgap.data.tokenizer import WordTokenizer
 from realgap.errors import RealgapError
 from realgap.policies.networks import (ConditionalUnet1D, ImageEncoder, InstructionEncoder, RowAttention,
-                                       StateEncoder, TransformerDenoiser)
+                                       StateEncoder, TransformerDenoiser, named_row_weights)
 from realgap.seeding import derive_seed
 
 DEFAULTS: dict[str, Any] = {
@@ -30,7 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "state_feature_dim": 64, "state_hidden_dim": 128,
     "image_feature_dim": 64, "image_channels": [32, 64, 64], "image_keypoints": 32, "crop_size": 84,
     "instruction_dim": 32, "use_instruction": True,
-    "row_attention": {"key": None, "row_dim": 6, "n_queries": 2},  # key: e.g. object_state (null = off)
+    # key: e.g. object_state (null = off); mode "named": query q takes the row of the q-th item the
+    # instruction names (row_names = the env catalogue order); "learned": attention keys learned from data
+    "row_attention": {"key": None, "row_dim": 6, "n_queries": 2, "mode": "learned", "row_names": None},
     "denoiser": "unet", "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "step_embed_dim": 128,
     "transformer": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     "num_train_timesteps": 100, "num_inference_steps": 10, "beta_schedule": "squaredcos_cap_v2",
@@ -73,6 +75,19 @@ class DiffusionPolicy(nn.Module):
             if rem:
                 raise RealgapError(f"policy.row_attention.row_dim: {rows['row_dim']} does not divide {self.row_key}'s size")
             self.row_attn = RowAttention(n_rows, int(rows["row_dim"]), cfg["instruction_dim"], int(rows["n_queries"]))
+            self.row_mode = rows.get("mode", "learned")
+            if self.row_mode not in ("learned", "named"):
+                raise RealgapError(f"policy.row_attention.mode: unknown '{self.row_mode}' (learned | named)")
+            if self.row_mode == "named":
+                names = rows.get("row_names")
+                if names is None:
+                    from realgap.envs.catalogue import ITEM_NAMES  # the env's object_state row order
+
+                    names = list(ITEM_NAMES)
+                    cfg["row_attention"] = {**rows, "row_names": names}  # saved with the checkpoint
+                if len(names) != n_rows:
+                    raise RealgapError(f"policy.row_attention.row_names: {len(names)} names for {n_rows} rows")
+                self.row_names = [str(n).lower() for n in names]
         if self.state_keys:
             state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys)
             if self.row_key is not None:
@@ -102,11 +117,12 @@ class DiffusionPolicy(nn.Module):
 
     # ------------------------------------------------------------ observation
     def to_tensors(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Raw batch (numpy, (B, To, ...) per key, plus 'tokens' or 'instruction') -> tensors."""
+        """Raw batch (numpy (B, To, ...) per key, plus 'instruction': B strings) -> tensors."""
         out = {k: torch.as_tensor(np.asarray(obs[k])) for k in [*self.state_keys, *self.image_keys]}
         if self.config["use_instruction"]:
-            tokens = obs["tokens"] if "tokens" in obs else self.tokenizer.encode(list(obs["instruction"]))
-            out["tokens"] = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+            texts = list(obs["instruction"])
+            out["tokens"] = torch.as_tensor(self.tokenizer.encode(texts), dtype=torch.long)
+            out["instructions"] = texts  # type: ignore[assignment]  # raw text, for name grounding
         return out
 
     def encode(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -117,7 +133,8 @@ class DiffusionPolicy(nn.Module):
             parts = {k: self.normalizer.normalize(k, obs[k].float().flatten(2)) for k in self.state_keys}
             x = [parts[k] for k in self.state_keys]
             if self.row_key is not None:
-                x.append(self.row_attn(parts[self.row_key], instr))
+                w = named_row_weights(obs["instructions"], self.row_names, self.row_attn.n_queries) if self.row_mode == "named" else None
+                x.append(self.row_attn(parts[self.row_key], instr, w))
             feats.append(self.state_enc(torch.cat(x, dim=-1)))
         for k in self.image_keys:
             img = obs[k]
@@ -182,7 +199,7 @@ class DiffusionPolicy(nn.Module):
         sched.set_timesteps(int(self.config["num_inference_steps"]))
         for t in sched.timesteps:
             eps = self.denoiser(x, t.expand(x.shape[0]), cond)
-            x = sched.step(eps, t, x, eta=0.0).prev_sample
+            x = sched.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
         actions = self.normalizer.unnormalize("action", x)
         return actions.reshape(b, k, self.horizon, self.action_dim).numpy()
 

@@ -88,12 +88,27 @@ class RowAttention(nn.Module):
         self.row_key = nn.Parameter(torch.randn(n_rows, key_dim) * 0.1)
         self.query = nn.Linear(instr_dim, n_queries * key_dim)
 
-    def forward(self, rows_flat, instr):
+    def forward(self, rows_flat, instr, weights=None):
+        """``weights`` (B, Q, R), if given, replace the learned attention (grounded by name)."""
         b, t, _ = rows_flat.shape
         rows = rows_flat.reshape(b, t, -1, self.row_dim)
-        q = self.query(instr).reshape(b, self.n_queries, self.key_dim)
-        weights = torch.softmax(torch.einsum("bqk,rk->bqr", q, self.row_key) / math.sqrt(self.key_dim), dim=-1)
-        return torch.einsum("bqr,btrd->btqd", weights, rows).flatten(2)
+        if weights is None:
+            q = self.query(instr).reshape(b, self.n_queries, self.key_dim)
+            weights = torch.softmax(torch.einsum("bqk,rk->bqr", q, self.row_key) / math.sqrt(self.key_dim), dim=-1)
+        return torch.einsum("bqr,btrd->btqd", weights.to(rows.dtype), rows).flatten(2)
+
+
+def named_row_weights(instructions, row_names, n_queries: int) -> torch.Tensor:
+    """(B, Q, R) one-hot weights: query q selects the q-th catalogue item named in the instruction
+    (by first mention; uniform where fewer than q items are named). Grounds "the red block" in its row."""
+    out = torch.full((len(instructions), n_queries, len(row_names)), 1.0 / len(row_names))
+    for b, text in enumerate(instructions):
+        padded = f" {' '.join(str(text).lower().split())} "
+        hits = sorted((padded.find(f" {name} "), r) for r, name in enumerate(row_names) if f" {name} " in padded)
+        for q, (_, r) in enumerate(hits[:n_queries]):
+            out[b, q] = 0.0
+            out[b, q, r] = 1.0
+    return out
 
 
 # ------------------------------------------------------------------ denoisers

@@ -85,7 +85,7 @@ def test_dataset_batches_pad_and_stats_come_from_train_split(tmp_path):
                      val_ratio=0.2, seed=0)
     assert len(ds.val_episodes) == 1 and len(ds.train_episodes) == 4
     b = ds.batch(ds.train, np.array([0]))
-    assert b["proprio"].shape == (1, 2, 8) and b["action"].shape == (1, 8, 4) and b["tokens"].shape[0] == 1
+    assert b["proprio"].shape == (1, 2, 8) and b["action"].shape == (1, 8, 4) and len(b["instruction"]) == 1
     e0 = ds.train_episodes[0]
     assert b["proprio"][0, :, 0].tolist() == [1000 * e0, 1000 * e0]  # first frame padded
     lo = min(1000 * int(e) for e in ds.train_episodes)
