@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from realgap.data.replay_buffer import ReplayBuffer
+from realgap.data.replay_buffer import ReplayBuffer  # noqa: F401  (the store's type)
 from realgap.errors import RealgapError
 
 from . import stats
-from .store import STORE_DIR, SUITE_FILE
+from .store import STORE_DIR, SUITE_FILE, open_store
 
 # Reasons that mean "something broke", as opposed to the task being failed (timeout) or solved.
 FAULT_REASONS = ("policy_error", "nan_action", "sim_error", "unstable")
@@ -38,8 +38,11 @@ def load(out: Path) -> tuple[dict, list[dict], ReplayBuffer]:
         meta = json.loads(suite_path.read_text())
     except (OSError, ValueError) as e:
         raise RealgapError(f"{suite_path}: unreadable ({type(e).__name__})") from e
-    store = ReplayBuffer.open(store_path, mode="r")
-    infos = store.episode_infos()
+    store = open_store(store_path, mode="r")
+    try:
+        infos = store.episode_infos()
+    except Exception as e:
+        raise RealgapError(f"{store_path}: unreadable episode_info ({type(e).__name__})") from e
     for i, info in enumerate(infos):
         info["index"] = i
     return meta, infos, store

@@ -83,7 +83,7 @@ def open_output(out: Path, mode: str, plan: Plan, suite_cfg: dict) -> ReplayBuff
         store_path = out / STORE_DIR
         if not store_path.exists():  # killed between writing suite.json and creating the store
             return ReplayBuffer.create(store_path)
-        store = ReplayBuffer.open(store_path, mode="a")
+        store = open_store(store_path, mode="a")
         check_store(store, plan)
         return store
     if mode == "overwrite":
@@ -94,6 +94,16 @@ def open_output(out: Path, mode: str, plan: Plan, suite_cfg: dict) -> ReplayBuff
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     os.replace(tmp, out / SUITE_FILE)
     return ReplayBuffer.create(out / STORE_DIR)
+
+
+def open_store(path: Path, mode: str = "r") -> ReplayBuffer:
+    """Open an episode store; any damage (even one zarr does not name) becomes a one-line error."""
+    try:
+        return ReplayBuffer.open(path, mode=mode)
+    except RealgapError:
+        raise
+    except Exception as e:
+        raise RealgapError(f"{path}: corrupt episode store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def check_store(store: ReplayBuffer, plan: Plan) -> None:

@@ -118,8 +118,8 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     elapsed = time.perf_counter() - started
     ran = sum(len(t.seeds) for t in todo)
     if progress and ran:
-        print(f"suite {plan.name}: {ran} episodes in {elapsed:.1f} s ({60 * ran / elapsed:.1f} episodes/min, "
-              f"{executor} x{workers})")
+        where = executor if executor == "inline" else f"{executor} x{workers}"
+        print(f"suite {plan.name}: {ran} episodes in {elapsed:.1f} s ({60 * ran / elapsed:.1f} episodes/min, {where})")
     return out
 
 

@@ -103,3 +103,44 @@ def make_policy(**kwargs):
 
 def make_wrong_shape_policy():
     return GoalSeeker(action_dim=7)
+
+
+# ------------------------------------------------------------------ suite helpers for the tests
+FAKE_CONDITIONS = "{nominal:{randomization:null},noisy:{randomization:{noise:0.05}},explode:{randomization:{explode_seed:100003}}}"
+
+
+def fake_suite_args(out, *extra, n=12, batch=4, env_kwargs="{obs_mode:state}", policy_kwargs="{}", frames="none"):
+    """CLI arguments for ``realgap suite`` on the fake env (Hydra overrides of the default suite)."""
+    return [
+        "suite", f"out={out}",
+        "suite.policy.spec=test_eval_fakes:make_policy", "~suite.policy.kwargs", f"+suite.policy.kwargs={policy_kwargs}",
+        "suite.env.id=test_eval_fakes:FakeReach-v0", f"suite.env.kwargs={env_kwargs}",
+        "~suite.conditions", f"+suite.conditions={FAKE_CONDITIONS}",
+        f"suite.seeds.n={n}", f"suite.batch_envs={batch}", f"suite.record_frames={frames}",
+        "report.videos_per_condition=1", "report.bootstrap_n=500", *extra,
+    ]
+
+
+def episodes_by_key(out):
+    """{(condition, seed): (info without timing, step arrays)} of a suite output."""
+    from pathlib import Path
+
+    from realgap.data.replay_buffer import ReplayBuffer
+
+    store = ReplayBuffer.open(Path(out) / "episodes.zarr")
+    result = {}
+    for i, info in enumerate(store.episode_infos()):
+        key = (info["condition"], info["seed"])
+        assert key not in result, f"duplicate episode {key}"
+        info = {k: v for k, v in info.items() if k != "wall_time_s"}
+        result[key] = (info, store.episode(i))
+    return result
+
+
+def assert_same_episodes(a, b):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key][0] == b[key][0], key
+        assert sorted(a[key][1]) == sorted(b[key][1]), key
+        for k in a[key][1]:
+            np.testing.assert_array_equal(a[key][1][k], b[key][1][k], err_msg=f"{key} {k}")
