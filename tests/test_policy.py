@@ -72,6 +72,29 @@ def test_row_attention_selects_rows_named_by_the_instruction(dataset):
         make_policy(dataset, row_attention={**ROWS, "key": "image_front"})
 
 
+def test_named_rows_follow_the_order_of_mention():
+    from realgap.policies.networks import named_row_weights
+
+    names = ["red block", "blue block", "yellow rack", "green bowl"]
+    w = named_row_weights(["place the blue block in the yellow rack", "place the red block  in the green bowl",
+                           "do a dance"], names, 2)
+    assert w[0].argmax(-1).tolist() == [1, 2] and w[1].argmax(-1).tolist() == [0, 3]
+    assert torch.allclose(w[2], torch.full((2, 4), 0.25))  # nothing named: uniform
+
+
+def test_named_row_attention_changes_chunks_with_the_instruction(dataset, tmp_path):
+    rows = {**ROWS, "mode": "named", "row_names": ["red block", "blue vial"]}
+    p = make_policy(dataset, row_attention=rows)
+    obs = obs_batch(dataset, 1)
+    a = p.sample_chunks(obs | {"instruction": ["place the red block in the blue vial"]}, 1, seed=0)
+    b = p.sample_chunks(obs | {"instruction": ["place the blue vial in the red block"]}, 1, seed=0)
+    assert not np.allclose(a, b)
+    save_policy(tmp_path / "c", p)
+    assert load_diffusion(tmp_path / "c").config["row_attention"]["row_names"] == ["red block", "blue vial"]
+    with pytest.raises(RealgapError, match="row_names"):
+        make_policy(dataset, row_attention={**rows, "row_names": ["red block"]})
+
+
 def test_random_crop_in_training_centre_crop_at_eval(dataset):
     p = make_policy(dataset, image_keys=["image_front"])
     img = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).expand(2, 3, 32, 32)
