@@ -114,7 +114,7 @@ def fake_suite_args(out, *extra, n=12, batch=4, env_kwargs="{obs_mode:state}", p
     return [
         "suite", f"out={out}",
         "suite.policy.spec=test_eval_fakes:make_policy", "~suite.policy.kwargs", f"+suite.policy.kwargs={policy_kwargs}",
-        "suite.env.id=test_eval_fakes:FakeReach-v0", f"suite.env.kwargs={env_kwargs}",
+        "suite.env.id=test_eval_fakes:FakeReach-v0", "~suite.env.kwargs", f"+suite.env.kwargs={env_kwargs}",
         "~suite.conditions", f"+suite.conditions={FAKE_CONDITIONS}",
         f"suite.seeds.n={n}", f"suite.batch_envs={batch}", f"suite.record_frames={frames}",
         "report.videos_per_condition=1", "report.bootstrap_n=500", *extra,
