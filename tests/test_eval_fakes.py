@@ -76,7 +76,7 @@ class GoalSeeker:
     """Heads for the goal with seeded noise; per-slot randomness comes from the episode seed only."""
 
     def __init__(self, noise=0.8, fail_seed=None, nan_seed=None, action_dim=4):
-        self.noise, self.fail_seed, self.nan_seed, self.action_dim = noise, fail_seed, nan_seed, action_dim
+        self.noise, self.fail_seed, self.nan_seed, self.n_out = noise, fail_seed, nan_seed, action_dim
 
     def reset(self, episode_seeds):
         self.seeds = list(episode_seeds)
@@ -84,11 +84,11 @@ class GoalSeeker:
         self.t = [0] * len(self.seeds)
 
     def act(self, obs, slots):
-        out = np.zeros((len(slots), self.action_dim), np.float32)
+        out = np.zeros((len(slots), self.n_out), np.float32)
         for j, i in enumerate(slots):
             goal, pos = obs[j]["object_state"][1:4], obs[j]["proprio"][:3]
             step = np.clip((goal - pos) / 0.25, -1, 1) + self.rngs[i].normal(0, self.noise, 3)
-            out[j, :3] = np.clip(step, -1, 1)[: self.action_dim]
+            out[j, :3] = np.clip(step, -1, 1)[: self.n_out]
             if self.seeds[i] == self.fail_seed and self.t[i] == 2:
                 raise RuntimeError(f"policy blew up on seed {self.fail_seed}")
             if self.seeds[i] == self.nan_seed and self.t[i] == 1:

@@ -1,0 +1,125 @@
+"""Suite throughput, harness overhead, worker scaling and memory. Prints figures; asserts nothing.
+
+    python benchmarks/bench_suite.py [--seeds 16] [--long-seeds 40] [--out /tmp/bench_suite]
+
+1. episodes/min of the default suite (all conditions, --seeds seeds, local pool, one worker per core);
+2. harness overhead: the same episodes' env stepping + rendering alone (stored actions replayed, fresh
+   envs as the harness makes them) plus the policy's batched act() alone on the recorded observations,
+   vs the inline suite on those episodes (target >= 90%);
+3. 2 workers vs 1 (local pool; target >= 1.7x on 2 cores);
+4. main-process RSS sampled over a long inline suite (should stay flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from realgap.cli import compose  # noqa: E402
+from realgap.evaluation.executors import _single_thread, make_env  # noqa: E402
+from realgap.evaluation.plan import build_plan  # noqa: E402
+from realgap.evaluation.policy_loader import load_policy  # noqa: E402
+from realgap.evaluation.store import open_store  # noqa: E402
+from realgap.evaluation.suite import run_suite  # noqa: E402
+
+
+def suite(out: Path, *overrides: str) -> tuple[float, int]:
+    cfg = compose("suite", [f"out={out}", "report.enabled=false", *overrides])
+    t0 = time.perf_counter()
+    run_suite(cfg, overwrite=True, progress=False)
+    return time.perf_counter() - t0, open_store(out / "episodes.zarr").n_episodes
+
+
+def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
+    """Env time (make + reset + replay stored actions, rendering as configured) and policy time
+    (batched act() on the recorded observations, same groups) for the episodes stored in ``out``."""
+    cfg = compose("suite", [f"out={out}", *overrides])
+    plan = build_plan(cfg.suite, cfg.conditions and list(cfg.conditions))
+    store = open_store(out / "episodes.zarr")
+    index = {(i["condition"], i["seed"]): n for n, i in enumerate(store.episode_infos())}
+    policy = load_policy(cfg.suite.policy.spec, dict(cfg.suite.policy.kwargs or {}))
+    env_s = pol_s = 0.0
+    for task in tqdm(plan.groups(), desc="isolated replay", leave=False):
+        t0 = time.perf_counter()
+        envs = [make_env(task.env_id, task.env_kwargs) for _ in task.seeds]
+        actions = [store.episode(index[(task.condition, s)], keys=["action"])["action"][:-1] for s in task.seeds]
+        observations = []
+        for env, seed, acts in zip(envs, task.seeds, actions):
+            obs, _ = env.reset(seed=int(seed))
+            seen = [obs]
+            for a in acts:
+                obs, *_ = env.step(a)
+                seen.append(obs)
+            observations.append(seen)
+            env.close()
+        env_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        policy.reset(list(task.seeds))
+        for t in range(max(len(a) for a in actions)):
+            active = [i for i, a in enumerate(actions) if t < len(a)]
+            policy.act([observations[i][t] for i in active], active)
+        pol_s += time.perf_counter() - t0
+    return env_s, pol_s
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--long-seeds", type=int, default=40)
+    ap.add_argument("--out", default="/tmp/bench_suite")
+    args = ap.parse_args()
+    root = Path(args.out)
+    cores = len(os.sched_getaffinity(0))
+
+    secs, n = suite(root / "default", f"suite.seeds.n={args.seeds}")
+    print(f"[1] default suite, {n} episodes, local x{cores}: {secs:.1f} s = {60 * n / secs:.1f} episodes/min")
+
+    _single_thread()
+    sub = [f"suite.seeds.n={args.seeds}", "conditions=[nominal,target_lab,lighting]", "executor=inline"]
+    secs, n = suite(root / "inline", *sub)
+    env_s, pol_s = isolated_limit(root / "inline", sub)
+    print(f"[2] harness overhead, {n} episodes inline: suite {secs:.1f} s; env+render alone {env_s:.1f} s, "
+          f"policy alone {pol_s:.1f} s -> limit/suite = {100 * (env_s + pol_s) / secs:.1f}% (target >= 90%)")
+
+    sub = [f"suite.seeds.n={args.seeds}", "conditions=[nominal,target_lab,lighting,physics]"]
+    t1, n1 = suite(root / "w1", *sub, "workers=1")
+    t2, n2 = suite(root / "w2", *sub, "workers=2")
+    print(f"[3] {n1} episodes: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s -> speed-up {t1 / t2:.2f}x "
+          f"on {cores} cores (target >= 1.7x)")
+
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        start = time.perf_counter()
+        while not done.wait(1.0):
+            samples.append((time.perf_counter() - start, rss_mb()))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    secs, n = suite(root / "long", f"suite.seeds.n={args.long_seeds}", "executor=inline")
+    done.set()
+    thread.join()
+    rss = np.array([r for _, r in samples])
+    q = len(rss) // 4 or 1
+    print(f"[4] long inline suite, {n} episodes in {secs:.0f} s: RSS MB first quarter {rss[:q].mean():.0f}, "
+          f"last quarter {rss[-q:].mean():.0f}, max {rss.max():.0f}")
+
+
+if __name__ == "__main__":
+    main()
