@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     # key: e.g. object_state (null = off); mode "named": query q takes the row of the q-th item the
     # instruction names (row_names = the env catalogue order); "learned": attention keys learned from data
     "row_attention": {"key": None, "row_dim": 6, "n_queries": 2, "mode": "learned", "row_names": None},
+    # with row_attention: also feed (selected row position - end effector position) * scale, in metres
+    # before scaling; the env's proprio starts with the end-effector xyz, a row is [present, x, y, z, ...]
+    "relative_position": {"enabled": False, "ee_key": "proprio", "ee_dims": [0, 1, 2], "row_dims": [1, 2, 3], "scale": 10.0},
     "denoiser": "unet", "down_dims": [64, 128, 256], "kernel_size": 5, "n_groups": 8, "step_embed_dim": 128,
     "transformer": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     "num_train_timesteps": 100, "num_inference_steps": 10, "beta_schedule": "squaredcos_cap_v2",
@@ -92,6 +95,12 @@ class DiffusionPolicy(nn.Module):
             state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys)
             if self.row_key is not None:
                 state_dim += int(rows["row_dim"]) * int(rows["n_queries"])
+            rel = cfg["relative_position"] or {}
+            self.relative = bool(rel.get("enabled")) and self.row_key is not None
+            if self.relative:
+                if rel["ee_key"] not in self.state_keys or len(rel["ee_dims"]) != len(rel["row_dims"]):
+                    raise RealgapError("policy.relative_position: ee_key must be a state key and ee_dims match row_dims")
+                state_dim += len(rel["row_dims"]) * int(rows["n_queries"])
             self.state_enc = StateEncoder(state_dim, cfg["state_feature_dim"], cfg["state_hidden_dim"])
             per_step += cfg["state_feature_dim"]
         self.image_enc = nn.ModuleDict({
@@ -135,6 +144,12 @@ class DiffusionPolicy(nn.Module):
             if self.row_key is not None:
                 w = named_row_weights(obs["instructions"], self.row_names, self.row_attn.n_queries) if self.row_mode == "named" else None
                 x.append(self.row_attn(parts[self.row_key], instr, w))
+                if self.relative:  # in raw units: "how far is the named object from the gripper"
+                    rel = self.config["relative_position"]
+                    raw_rows = self.row_attn(obs[self.row_key].float().flatten(2), instr, w)  # (B, T, Q*row_dim)
+                    raw_rows = raw_rows.reshape(*raw_rows.shape[:2], self.row_attn.n_queries, -1)[..., rel["row_dims"]]
+                    ee = obs[rel["ee_key"]].float().flatten(2)[..., rel["ee_dims"]].unsqueeze(2)
+                    x.append(((raw_rows - ee) * float(rel["scale"])).flatten(2))
             feats.append(self.state_enc(torch.cat(x, dim=-1)))
         for k in self.image_keys:
             img = obs[k]

@@ -41,9 +41,12 @@ ROWS = {"key": "object_state", "row_dim": 6, "n_queries": 2}
 
 
 @pytest.mark.parametrize("denoiser,images,rows", [("unet", [], None), ("transformer", [], None),
-                                                  ("unet", ["image_front"], None), ("unet", [], ROWS)])
+                                                  ("unet", ["image_front"], None), ("unet", [], ROWS),
+                                                  ("unet", [], {**ROWS, "mode": "named", "row_names": ["red block", "yellow rack"]})])
 def test_same_seed_same_chunks_and_k_in_one_call_equals_k_calls(dataset, denoiser, images, rows):
-    p = make_policy(dataset, denoiser=denoiser, image_keys=images, row_attention=rows)
+    p = make_policy(dataset, denoiser=denoiser, image_keys=images, row_attention=rows,
+                    relative_position={"enabled": rows is not None, "ee_key": "proprio", "ee_dims": [0, 1, 2],
+                                       "row_dims": [1, 2, 3], "scale": 10.0})
     obs = obs_batch(dataset)
     a = p.sample_chunks(obs, num_samples=5, seed=[7, 8, 9])
     assert a.shape == (3, 5, 8, 4) and np.all(np.isfinite(a))
