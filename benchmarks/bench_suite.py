@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from realgap.cli import compose  # noqa: E402
@@ -42,7 +43,7 @@ def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
     """Env time (make + reset + replay stored actions, rendering as configured) and policy time
     (batched act() on the recorded observations, same groups) for the episodes stored in ``out``."""
     cfg = compose("suite", [f"out={out}", *overrides])
-    plan = build_plan(cfg.suite, cfg.conditions and list(cfg.conditions))
+    plan = build_plan(OmegaConf.to_container(cfg.suite, resolve=True), cfg.conditions and list(cfg.conditions))
     store = open_store(out / "episodes.zarr")
     index = {(i["condition"], i["seed"]): n for n, i in enumerate(store.episode_infos())}
     policy = load_policy(cfg.suite.policy.spec, dict(cfg.suite.policy.kwargs or {}))
@@ -82,25 +83,31 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--long-seeds", type=int, default=40)
     ap.add_argument("--out", default="/tmp/bench_suite")
+    ap.add_argument("--parts", default="1234", help="which figures to measure, e.g. 234")
     args = ap.parse_args()
     root = Path(args.out)
     cores = len(os.sched_getaffinity(0))
 
-    secs, n = suite(root / "default", f"suite.seeds.n={args.seeds}")
-    print(f"[1] default suite, {n} episodes, local x{cores}: {secs:.1f} s = {60 * n / secs:.1f} episodes/min")
+    if "1" in args.parts:
+        secs, n = suite(root / "default", f"suite.seeds.n={args.seeds}")
+        print(f"[1] default suite, {n} episodes, local x{cores}: {secs:.1f} s = {60 * n / secs:.1f} episodes/min")
 
     _single_thread()
     sub = [f"suite.seeds.n={args.seeds}", "conditions=[nominal,target_lab,lighting]", "executor=inline"]
-    secs, n = suite(root / "inline", *sub)
-    env_s, pol_s = isolated_limit(root / "inline", sub)
-    print(f"[2] harness overhead, {n} episodes inline: suite {secs:.1f} s; env+render alone {env_s:.1f} s, "
-          f"policy alone {pol_s:.1f} s -> limit/suite = {100 * (env_s + pol_s) / secs:.1f}% (target >= 90%)")
+    if "2" in args.parts:
+        secs, n = suite(root / "inline", *sub)
+        env_s, pol_s = isolated_limit(root / "inline", sub)
+        print(f"[2] harness overhead, {n} episodes inline: suite {secs:.1f} s; env+render alone {env_s:.1f} s, "
+              f"policy alone {pol_s:.1f} s -> limit/suite = {100 * (env_s + pol_s) / secs:.1f}% (target >= 90%)")
 
     sub = [f"suite.seeds.n={args.seeds}", "conditions=[nominal,target_lab,lighting,physics]"]
-    t1, n1 = suite(root / "w1", *sub, "workers=1")
-    t2, n2 = suite(root / "w2", *sub, "workers=2")
-    print(f"[3] {n1} episodes: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s -> speed-up {t1 / t2:.2f}x "
-          f"on {cores} cores (target >= 1.7x)")
+    if "3" in args.parts:
+        t1, n1 = suite(root / "w1", *sub, "workers=1")
+        t2, n2 = suite(root / "w2", *sub, "workers=2")
+        print(f"[3] {n1} episodes: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s -> speed-up {t1 / t2:.2f}x "
+              f"on {cores} cores (target >= 1.7x)")
+    if "4" not in args.parts:
+        return
 
     samples: list[tuple[float, float]] = []
     done = threading.Event()

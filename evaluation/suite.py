@@ -132,7 +132,7 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
                     done.add((ep.condition, ep.seed))
                     bar.update(1)
     finally:
-        results.close() if hasattr(results, "close") else None
+        results.close()  # a generator: stops the workers if we leave early (error, Ctrl-C)
         bar.close()
     elapsed = time.perf_counter() - started
     ran = sum(len(t.seeds) for t in todo)
