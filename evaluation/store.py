@@ -4,7 +4,7 @@
     <out>/episodes.zarr   the episode store (``realgap.data.replay_buffer.ReplayBuffer`` layout)
     <out>/report/         derived: HTML, JSON, CSV, videos (rebuilt by ``realgap report``)
 
-Episodes are appended by the main process as groups finish; the buffer commits each episode
+Episodes are appended by the main process as groups finish; the buffer commits each group
 atomically, so after a kill the store holds complete episodes only. On resume a group with any
 missing episode is rerun in full (same composition, same results) and only the missing ones are appended.
 """
@@ -137,10 +137,14 @@ class EpisodeWriter:
         self.store = store
         self.frame_specs = frame_specs  # image key -> (shape, dtype)
 
-    def append(self, episode: Episode) -> int:
-        steps = dict(episode.steps)
-        rows = len(steps["action"])
-        for key, (shape, dtype) in self.frame_specs.items():
-            if key not in steps:
-                steps[key] = np.zeros((rows, *shape), dtype)
-        return self.store.append_episode(steps, episode.info)
+    def append(self, episodes: list[Episode]) -> list[int]:
+        """Append a finished group's episodes under one commit."""
+        batch = []
+        for episode in episodes:
+            steps = dict(episode.steps)
+            rows = len(steps["action"])
+            for key, (shape, dtype) in self.frame_specs.items():
+                if key not in steps:
+                    steps[key] = np.zeros((rows, *shape), dtype)
+            batch.append((steps, episode.info))
+        return self.store.append_episodes(batch)

@@ -126,11 +126,10 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
                       cfg.get("ray_address"))
     try:
         for _, episodes in results:
-            for ep in episodes:
-                if (ep.condition, ep.seed) not in done:  # on resume only the missing ones
-                    writer.append(ep)
-                    done.add((ep.condition, ep.seed))
-                    bar.update(1)
+            new = [ep for ep in episodes if (ep.condition, ep.seed) not in done]  # on resume only the missing
+            writer.append(new)
+            done.update((ep.condition, ep.seed) for ep in new)
+            bar.update(len(new))
     finally:
         results.close()  # a generator: stops the workers if we leave early (error, Ctrl-C)
         bar.close()

@@ -114,3 +114,21 @@ def test_mismatched_keys_rejected_before_writing(tmp_path):
     with pytest.raises(ValueError, match="differ"):
         buf.append_episode({"action": np.zeros((2, 4), np.float32)}, {})
     assert buf.n_episodes == 1 and buf.n_steps == 2
+
+
+def test_batched_append_equals_one_by_one(tmp_path):
+    eps = [(_episode(t, i), {"seed": i}) for i, t in enumerate([2, 4, 3])]
+    one = ReplayBuffer.create(tmp_path / "one.zarr")
+    for steps, info in eps:
+        one.append_episode(steps, info)
+    many = ReplayBuffer.create(tmp_path / "many.zarr")
+    assert many.append_episodes(eps[:2]) == [0, 1]
+    assert many.append_episodes(eps[2:]) == [2]
+    np.testing.assert_array_equal(one.episode_ends, many.episode_ends)
+    assert one.episode_infos() == many.episode_infos()
+    for i in range(3):
+        for k, v in one.episode(i).items():
+            np.testing.assert_array_equal(v, many.episode(i)[k])
+    with pytest.raises(ValueError, match="differ"):  # one bad episode rejects the whole batch
+        many.append_episodes([eps[0], ({"action": np.zeros((2, 4), np.float32)}, {})])
+    assert many.n_episodes == 3
