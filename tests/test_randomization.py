@@ -277,14 +277,14 @@ def test_target_domain_is_fixed_and_at_or_beyond_training_edges(axis, key, edge)
 
 def test_target_domain_has_effects_absent_from_training():
     train, target = load("default")["axes"], load("target_lab")["axes"]
-    assert train["sensing"]["latency_steps"] == [0, 0] and target["sensing"]["latency_steps"] == [2, 2]
+    assert train["sensing"]["latency_steps"] == [0, 0] and target["sensing"]["latency_steps"] == [1, 1]
     assert not any(train["camera"]["pos_bias"]) and any(target["camera"]["pos_bias"])
     assert not any(train["camera"]["rot_bias_deg"]) and any(target["camera"]["rot_bias_deg"])
     # Fixed: two episodes get the same model parameters.
     a, b = full_run(load("target_lab"), 1), full_run(load("target_lab"), 2)
     for axis in MODEL_AXES:
         assert a[axis] == b[axis]
-    assert a["sensing"]["latency_steps"] == 2
+    assert a["sensing"]["latency_steps"] == 1
 
 
 # --- sensing ----------------------------------------------------------------------------------------
