@@ -19,14 +19,16 @@ import numpy as np
 
 from realgap.envs.catalogue import ITEM_NAMES, object_spec, receptacle_spec
 from realgap.envs.place_env import MAX_EE_STEP, OBJECT_ROW
-from realgap.envs.scene import WORKSPACE_LOW
+from realgap.envs.scene import FINGER_OPEN, WORKSPACE_LOW
 from realgap.envs.tasks import parse_instruction
 
 HOVER_Z = 0.12  # approach height above the table (site)
 CARRY_Z = 0.16
 GAIN = 0.8  # fraction of the remaining distance commanded per step (before saturation)
-CLOSE_STEPS = 4
-RELEASE_STEPS = 3
+# Phase changes at the gripper depend only on what two consecutive observations show (the fingers
+# stopped closing / are open), never on a hidden step counter: a policy imitating the expert from an
+# observation history cannot see counters, and a counted wait made it re-plan the wait forever.
+FINGER_CLOSING = 0.012  # m of finger travel from open that shows the close command has taken hold
 PHASE_TIMEOUT = 25  # steps; a phase that stalls this long moves on (or restarts the pick)
 
 
@@ -59,6 +61,7 @@ class ScriptedExpert:
         obj = rows[ITEM_NAMES.index(obj_name), 1:4]
         rec = rows[ITEM_NAMES.index(rec_name), 1:4]
         ee = np.asarray(obs["proprio"][:3], np.float64)
+        fingers = np.asarray(obs["proprio"][6:8], np.float64)
         obj_spec, rec_spec = object_spec(obj_name), receptacle_spec(rec_name)
         grasp_z = max(obj[2] + 0.002, WORKSPACE_LOW[2])
 
@@ -74,7 +77,7 @@ class ScriptedExpert:
         if st.phase == "descend":
             if abs(ee[2] - grasp_z) < self.z_tol or stalled:
                 go("close")
-        if st.phase == "close" and st.steps_in_phase > CLOSE_STEPS:
+        if st.phase == "close" and (float(fingers.mean()) < FINGER_OPEN - FINGER_CLOSING or stalled):
             st.grasp_offset = obj[2] - ee[2]
             go("lift")
         if st.phase == "lift":
@@ -87,7 +90,7 @@ class ScriptedExpert:
         release_z = rec[2] + rec_spec.height + obj_spec.half_height + 0.012 - st.grasp_offset
         if st.phase == "lower" and (abs(ee[2] - release_z) < 2 * self.z_tol or stalled):
             go("release")
-        if st.phase == "release" and st.steps_in_phase > RELEASE_STEPS:
+        if st.phase == "release" and (float(fingers.min()) > FINGER_OPEN - 0.004 or stalled):
             go("retreat")
 
         closed = st.phase in ("close", "lift", "transport", "lower")
