@@ -2,7 +2,9 @@
 
 ``spec`` is one of:
 - ``expert``: the scripted expert (``realgap.envs.expert.ScriptedExpert``);
-- a path to a realgap checkpoint (loaded with ``realgap.policies.load_policy``);
+- a path to a realgap checkpoint (loaded with ``realgap.policies.load_policy``), relative to the
+  working directory or, failing that, to the installed ``realgap`` package (the shipped
+  ``checkpoints/state_policy``);
 - ``module:factory``: any importable callable returning a protocol policy.
 ``kwargs`` go to the expert's / factory's constructor.
 """
@@ -16,6 +18,16 @@ from typing import Any
 from realgap.errors import RealgapError
 
 
+def checkpoint_path(spec: str) -> Path | None:
+    """An existing checkpoint folder for ``spec``: as given, else inside the installed realgap package."""
+    import realgap
+
+    for path in (Path(spec).expanduser(), Path(realgap.__file__).parent / spec):
+        if path.is_dir():
+            return path
+    return None
+
+
 def load_policy(spec: str, kwargs: dict | None = None) -> Any:
     kwargs = dict(kwargs or {})
     if not isinstance(spec, str) or not spec:
@@ -24,12 +36,10 @@ def load_policy(spec: str, kwargs: dict | None = None) -> Any:
         from realgap.envs.expert import ScriptedExpert
 
         policy = ScriptedExpert(**kwargs)
-    elif Path(spec).exists():
-        try:
-            from realgap.policies import load_policy as load_checkpoint
-        except ImportError as e:
-            raise RealgapError(f"suite.policy.spec: {spec}: checkpoint loading unavailable ({e})") from e
-        policy = load_checkpoint(spec, **kwargs)
+    elif checkpoint_path(spec) is not None:
+        from realgap.policies import load_policy as load_checkpoint
+
+        policy = load_checkpoint(checkpoint_path(spec), **kwargs)
     elif ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:

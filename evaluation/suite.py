@@ -57,26 +57,26 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tu
     return frame_specs
 
 
-def _check_metadata(policy, obs: dict, shape: tuple) -> None:
+def _check_metadata(policy, policy_spec: str, obs: dict, shape: tuple) -> None:
     """Checkpoint policies declare their observation keys/shapes and action size: check them first."""
     model = getattr(policy, "policy", policy)
     keys = [*getattr(model, "state_keys", []), *getattr(model, "image_keys", [])]
     missing = [k for k in keys if k not in obs]
     if missing:
-        raise RealgapError(f"suite.env.kwargs: the policy needs observation keys {missing} that the env does not "
+        raise RealgapError(f"{policy_spec}: the policy needs observation keys {missing} that the env does not "
                            f"give (obs_mode / cameras?); it gives {sorted(obs)}")
     shapes = getattr(model, "shapes", {}) or {}
     for k in keys:
         if k in shapes and tuple(np.shape(obs[k])) != tuple(shapes[k]):
-            raise RealgapError(f"suite.env.kwargs: observation '{k}' has shape {tuple(np.shape(obs[k]))}, "
+            raise RealgapError(f"{policy_spec}: observation '{k}' has shape {tuple(np.shape(obs[k]))}, "
                                f"the policy was trained on {tuple(shapes[k])}")
     dim = getattr(model, "action_dim", None)
     if dim is not None and (int(dim),) != tuple(shape):
-        raise RealgapError(f"suite.policy.spec: the policy's action_dim is {dim}, the env expects {tuple(shape)}")
+        raise RealgapError(f"{policy_spec}: the policy's action_dim is {dim}, the env expects {tuple(shape)}")
 
 
 def _check_first_action(policy, policy_spec: str, obs: dict, seed: int, shape: tuple, env_id: str) -> None:
-    _check_metadata(policy, obs, shape)
+    _check_metadata(policy, policy_spec, obs, shape)
     policy.reset([seed])
     try:
         action = np.asarray(policy.act([obs], [0]))
