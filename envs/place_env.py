@@ -307,6 +307,9 @@ class PlaceInReceptacleEnv(gym.Env):
         key = (camera, size)
         if key not in self._renderers:
             self._renderers[key] = mujoco.Renderer(self.model, size, size)
+            # No material reflects and shadow maps are sized 0: skip those passes (software GL pays per pass).
+            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
+                self._renderers[key].scene.flags[flag] = 0
             if self.randomizer is not None:
                 self.randomizer.upload_textures(self.model, self._renderers[key])
         renderer = self._renderers[key]
