@@ -30,13 +30,11 @@ COLOURS: dict[str, RGBA] = {
 }
 
 
-@dataclass(frozen=True)
-class ObjectSpec:
+class _CatalogueItem:
+    """What objects and receptacles share: a name made of colour and shape, and the colour's RGBA."""
+
     colour: str
-    shape: str  # "block" (cube) or "vial" (upright cylinder)
-    size: tuple[float, ...]  # block: (half side,), vial: (radius, half height)
-    mass: float = 0.05
-    held_out: bool = False
+    shape: str
 
     @property
     def name(self) -> str:
@@ -45,6 +43,15 @@ class ObjectSpec:
     @property
     def colour_rgba(self) -> RGBA:
         return COLOURS[self.colour]
+
+
+@dataclass(frozen=True)
+class ObjectSpec(_CatalogueItem):
+    colour: str
+    shape: str  # "block" (cube) or "vial" (upright cylinder)
+    size: tuple[float, ...]  # block: (half side,), vial: (radius, half height)
+    mass: float = 0.05
+    held_out: bool = False
 
     @property
     def half_height(self) -> float:
@@ -57,7 +64,7 @@ class ObjectSpec:
 
 
 @dataclass(frozen=True)
-class ReceptacleSpec:
+class ReceptacleSpec(_CatalogueItem):
     colour: str
     shape: str  # "rack", "crate", "tray" (box walls) or "bowl", "cup" (round walls)
     inner: tuple[float, ...]  # box: (half x, half y), round: (radius,)
@@ -65,14 +72,6 @@ class ReceptacleSpec:
     wall: float = 0.006
     mass: float = 1.0
     held_out: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.colour} {self.shape}"
-
-    @property
-    def colour_rgba(self) -> RGBA:
-        return COLOURS[self.colour]
 
     @property
     def round(self) -> bool:
