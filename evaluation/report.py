@@ -116,6 +116,11 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _interval_arrays(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, low, high) arrays of the interval ``key`` of each row."""
+    return tuple(np.array([r[key][part] for r in rows], float) for part in ("estimate", "low", "high"))
+
+
 def plots(summary: dict) -> dict[str, str]:
     import matplotlib
 
@@ -126,9 +131,7 @@ def plots(summary: dict) -> dict[str, str]:
     rows = summary["conditions"]
     if rows:
         names = [r["condition"] for r in rows]
-        est = np.array([r["success_rate"]["estimate"] for r in rows], float)
-        lo = np.array([r["success_rate"]["low"] for r in rows], float)
-        hi = np.array([r["success_rate"]["high"] for r in rows], float)
+        est, lo, hi = _interval_arrays(rows, "success_rate")
         fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.2))
         ax.bar(names, est, color="#4c72b0")
         ax.errorbar(names, est, yerr=[est - lo, hi - est], fmt="none", ecolor="black", capsize=4)
@@ -139,9 +142,7 @@ def plots(summary: dict) -> dict[str, str]:
     cmps = summary["comparisons"]
     if cmps:
         names = [c["condition"] for c in cmps]
-        d = np.array([c["difference"]["estimate"] for c in cmps], float)
-        lo = np.array([c["difference"]["low"] for c in cmps], float)
-        hi = np.array([c["difference"]["high"] for c in cmps], float)
+        d, lo, hi = _interval_arrays(cmps, "difference")
         fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(cmps) + 1.2))
         y = np.arange(len(cmps))[::-1]
         ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", color="#c44e52", capsize=4)
