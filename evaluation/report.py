@@ -121,6 +121,11 @@ def _interval_arrays(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray
     return tuple(np.array([r[key][part] for r in rows], float) for part in ("estimate", "low", "high"))
 
 
+def _yerr(est: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Error-bar lengths, never negative (matplotlib raises on a negative error; NaN draws no bar)."""
+    return np.stack([np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)])
+
+
 def plots(summary: dict) -> dict[str, str]:
     import matplotlib
 
@@ -134,7 +139,7 @@ def plots(summary: dict) -> dict[str, str]:
         est, lo, hi = _interval_arrays(rows, "success_rate")
         fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.2))
         ax.bar(names, est, color="#4c72b0")
-        ax.errorbar(names, est, yerr=[est - lo, hi - est], fmt="none", ecolor="black", capsize=4)
+        ax.errorbar(names, est, yerr=_yerr(est, lo, hi), fmt="none", ecolor="black", capsize=4)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("success rate (Wilson 95% CI)")
         ax.tick_params(axis="x", rotation=30)
@@ -145,7 +150,7 @@ def plots(summary: dict) -> dict[str, str]:
         d, lo, hi = _interval_arrays(cmps, "difference")
         fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(cmps) + 1.2))
         y = np.arange(len(cmps))[::-1]
-        ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", color="#c44e52", capsize=4)
+        ax.errorbar(d, y, xerr=_yerr(d, lo, hi), fmt="o", color="#c44e52", capsize=4)
         ax.axvline(0, color="grey", lw=1)
         ax.set_yticks(y, names)
         ax.set_xlim(-1.05, 1.05)
@@ -192,6 +197,23 @@ def _fmt(x: float, pct: bool = False) -> str:
 
 def _ci(iv: dict, pct: bool = False) -> str:
     return f"{_fmt(iv['estimate'], pct)} [{_fmt(iv['low'], pct)}, {_fmt(iv['high'], pct)}]"
+
+
+def json_safe(x):
+    """Plain JSON data: NaN/inf (an undefined interval) become null, Paths and other objects strings."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)
 
 
 def _csv(path: Path, rows: list[dict]) -> None:
@@ -284,7 +306,8 @@ def build_report(out: Path, options: dict | None = None) -> Path:
     videos = write_videos(store, chosen, report_dir / "videos", float(options["fps"]))
     summary["videos"] = [{k: str(v) if isinstance(v, Path) else v for k, v in vid.items()} for vid in videos]
     episodes = [{k: v for k, v in i.items() if k not in ("chunks",)} for i in infos]
-    (report_dir / "summary.json").write_text(json.dumps({**summary, "episodes": episodes}, indent=1, default=str))
+    summary_json = json.dumps(json_safe({**summary, "episodes": episodes}), indent=1, allow_nan=False)
+    (report_dir / "summary.json").write_text(summary_json)
     _csv(report_dir / "conditions.csv", summary["conditions"])
     _csv(report_dir / "comparisons.csv", summary["comparisons"])
     _csv(report_dir / "episodes.csv", episodes)

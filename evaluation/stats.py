@@ -37,7 +37,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> Interval:
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, center - half), min(1.0, center + half))
+    # clamp: rounding can put a bound a hair past the estimate (30/30 gave high = 0.9999999999999999)
+    return Interval(p, min(p, max(0.0, center - half)), max(p, min(1.0, center + half)))
 
 
 def mcnemar_exact(only_base: int, only_other: int) -> float:

@@ -4,6 +4,8 @@ import csv
 import json
 import shutil
 
+import pytest
+
 from test_eval_fakes import fake_suite_args
 
 from realgap.cli import main
@@ -48,3 +50,29 @@ def test_report_of_a_missing_store_is_a_one_line_error(tmp_path, capsys):
     code = main(["report", f"out={tmp_path / 'nothing'}"])
     err = capsys.readouterr().err
     assert code == 2 and "episodes.zarr" in err and len(err.strip().splitlines()) == 1
+
+
+def _all_success_args(out, n):
+    """A suite where nominal succeeds every time (noise-free seeker) and 'lost' never does."""
+    conds = "{nominal:{randomization:null},same:{randomization:{noise:0.0}},lost:{randomization:{noise:3.0}}}"
+    args = fake_suite_args(out, "executor=inline", n=n, policy_kwargs="{noise:0.0}")
+    return [f"+suite.conditions={conds}" if a.startswith("+suite.conditions=") else a for a in args]
+
+
+@pytest.mark.parametrize("n", [10, 30])
+def test_report_of_a_condition_that_always_succeeds(tmp_path, n):
+    """n/n successes: the Wilson bound 1.0 is not a hair below the estimate, the plot draws, JSON is strict."""
+    out = tmp_path / "o"
+    assert main(_all_success_args(out, n)) == 0
+    text = (out / "report" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
+    rows = {r["condition"]: r for r in summary["conditions"]}
+    assert rows["nominal"]["successes"] == rows["same"]["successes"] == n
+    for name in ("nominal", "same"):
+        iv = rows[name]["success_rate"]
+        assert iv["low"] <= iv["estimate"] == iv["high"] == 1.0
+    assert rows["lost"]["successes"] == 0
+    assert rows["lost"]["time_to_success"] == {"estimate": None, "low": None, "high": None}  # was a bare NaN
+    same = next(c for c in summary["comparisons"] if c["condition"] == "same")
+    assert same["difference"] == {"estimate": 0.0, "low": 0.0, "high": 0.0} and same["p_value"] == 1.0
+    assert "data:image/png;base64," in (out / "report" / "index.html").read_text()

@@ -66,3 +66,12 @@ def test_compare_paired_counts_discordant_seeds_only_on_shared_seeds():
     assert (cmp.only_base, cmp.only_other) == (2, 1)
     assert cmp.difference.estimate == pytest.approx(-1 / 4)
     assert cmp.p_value == pytest.approx(stats.mcnemar_exact(2, 1))
+
+
+def test_wilson_brackets_its_estimate_for_every_k_of_n_up_to_500():
+    # rounding once put 30/30's high bound (0.9999999999999999) below the estimate, which crashed the plot
+    for n in range(1, 501):
+        for k in range(n + 1):
+            iv = stats.wilson(k, n)
+            assert 0.0 <= iv.low <= iv.estimate <= iv.high <= 1.0, (k, n, iv)
+        assert stats.wilson(0, n).low == 0.0 and stats.wilson(n, n).high == 1.0
