@@ -56,7 +56,7 @@ class _Slot:
         self.rows: dict[str, list[np.ndarray]] = {}
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
-        self.chunks: list[Any] = []
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (step, (K, horizon, action_dim))
         self.reset_info: dict = {}
         self.done = False
         self.success = False
@@ -124,7 +124,7 @@ def run_group(task: GroupTask, policy, make_env: Callable[[str, dict], Any]) -> 
                 chunks = getattr(policy, "last_chunks", None)
                 for j, i in enumerate(active):
                     if chunks is not None and chunks[j] is not None:
-                        slots[i].chunks.append({"step": step, "chunk": np.asarray(chunks[j]).tolist()})
+                        slots[i].chunks.append((step, np.asarray(chunks[j], np.float32)))
             for j, i in enumerate(active):
                 slot, action = slots[i], actions[j]
                 if not np.all(np.isfinite(action)):
@@ -186,6 +186,10 @@ def _to_episode(task: GroupTask, slot: _Slot, t0: float, action_dim: int) -> Epi
         "task": slot.reset_info.get("task"),
         "dr_params": slot.reset_info.get("dr_params"),
     }
-    if task.record_chunks:
-        info["chunks"] = slot.chunks
+    if task.record_chunks and slot.chunks:
+        # data/chunks: the K chunks sampled at each replan row, NaN on the other rows
+        chunks = np.full((length + 1, *slot.chunks[0][1].shape), np.nan, np.float32)
+        for step, c in slot.chunks:
+            chunks[step] = c
+        steps["chunks"] = chunks
     return Episode(task.condition, int(slot.seed), steps, info)

@@ -140,11 +140,20 @@ class EpisodeWriter:
     def append(self, episodes: list[Episode]) -> list[int]:
         """Append a finished group's episodes under one commit."""
         batch = []
+        chunk_shape = self._chunk_shape(episodes)
         for episode in episodes:
             steps = dict(episode.steps)
             rows = len(steps["action"])
             for key, (shape, dtype) in self.frame_specs.items():
                 if key not in steps:
                     steps[key] = np.zeros((rows, *shape), dtype)
+            if chunk_shape is not None and "chunks" not in steps:  # an episode that never replanned
+                steps["chunks"] = np.full((rows, *chunk_shape), np.nan, np.float32)
             batch.append((steps, episode.info))
         return self.store.append_episodes(batch)
+
+    def _chunk_shape(self, episodes: list[Episode]) -> tuple | None:
+        """(K, horizon, action_dim) of ``data/chunks`` when the store or this group records chunks."""
+        if "chunks" in self.store.keys:
+            return tuple(self.store.root["data"]["chunks"].shape[1:])
+        return next((tuple(e.steps["chunks"].shape[1:]) for e in episodes if "chunks" in e.steps), None)

@@ -27,6 +27,32 @@ from realgap.seeding import derive_seed
 ChunkHook = Callable[[int, int, np.ndarray], None]
 
 
+def replan_seed(episode_seed: int, replan: int) -> int:
+    """The noise seed of replan ``replan`` (0, 1, ...) of the episode with ``episode_seed``."""
+    return derive_seed(int(episode_seed), "policy_noise", int(replan))
+
+
+def history_rows(step: int, n_obs_steps: int) -> list[int]:
+    """Step rows of the observation history the executor feeds at ``step`` (the first row repeated at the start)."""
+    return [max(0, step - n_obs_steps + 1 + i) for i in range(n_obs_steps)]
+
+
+def sample_at(policy: DiffusionPolicy, steps: dict[str, np.ndarray], instruction: str, replan_steps: Sequence[int],
+              episode_seed: int, num_samples: int, replans: Sequence[int] | None = None) -> np.ndarray:
+    """Re-sample the K chunks of logged replans offline: (len(replan_steps), K, horizon, action_dim).
+
+    ``steps`` holds the episode's per-step observation arrays (row t = o_t). With the episode seed
+    and replan indices of the run, this reproduces what the executor sampled online (same history,
+    same noise), in one batched call.
+    """
+    keys = [*policy.state_keys, *policy.image_keys]
+    replans = range(len(replan_steps)) if replans is None else replans
+    batch = {k: np.stack([steps[k][history_rows(t, policy.n_obs_steps)] for t in replan_steps]) for k in keys}
+    batch["instruction"] = [instruction] * len(replan_steps)
+    seeds = [replan_seed(episode_seed, r) for r in replans]
+    return policy.sample_chunks(batch, num_samples=int(num_samples), seed=seeds)
+
+
 class RecedingHorizonExecutor:
     def __init__(self, policy: DiffusionPolicy, num_samples: int = 1, n_action_steps: int | None = None,
                  on_chunk: ChunkHook | None = None):
@@ -71,7 +97,7 @@ class RecedingHorizonExecutor:
     def _replan(self, slots: list[int]) -> None:
         batch = {k: np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots]) for k in self.keys}
         batch["instruction"] = [self.instructions[s] for s in slots]
-        seeds = [derive_seed(self.episode_seeds[s], "policy_noise", self.replans[s]) for s in slots]
+        seeds = [replan_seed(self.episode_seeds[s], self.replans[s]) for s in slots]
         chunks = self.policy.sample_chunks(batch, num_samples=self.num_samples, seed=seeds)
         start = self.policy.n_obs_steps - 1
         for s, c in zip(slots, chunks):
