@@ -11,7 +11,8 @@ Kinds and what the global ``scale`` does to them:
 - ``std`` a standard deviation >= 0, scaled to ``std*s``.
 - ``steps`` ``[lo, hi]`` integer control steps >= 0, scaled and rounded.
 - ``vec3`` a fixed bias (target-domain effects); not a range, so not scaled.
-- ``regex`` a name pattern choosing targets; ``bool`` a switch; ``int`` a count >= 1.
+- ``regex`` a name pattern choosing targets; ``bool`` a switch; ``int`` a count >= 1;
+  ``choice:a|b|c`` one of the listed words (not scaled).
 
 Every axis draws the same number of variates whatever the scale (a draw is ``lo + u*(hi-lo)``), so
 rescaling one axis never shifts its own stream, and axes never share a stream.
@@ -76,6 +77,11 @@ def check_param(field: str, kind: str, value: Any, scale: float) -> Any:
             re.compile(value)
         except re.error as e:
             raise RealgapError(f"{field}: bad regex {value!r} ({e})") from None
+        return value
+    if kind.startswith("choice:"):
+        options = kind.split(":", 1)[1].split("|")
+        if value not in options:
+            raise RealgapError(f"{field}: expected one of {', '.join(options)}, got {value!r}")
         return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -59,6 +59,7 @@ class Randomizer:
         self.inapplicable_axes: dict[str, str] = {}
         self.nominal: dict[str, np.ndarray] = {}
         self._textures_to_upload: list[int] = []
+        self.presence_rows: dict[str, int] = {}
         self._bound = False
 
     @property
@@ -87,6 +88,7 @@ class Randomizer:
             warnings.warn(msg, stacklevel=2)
         self.nominal = {f: get_field(model, f).copy() for n in self.targets for f in AXES[n].FIELDS}
         self._textures_to_upload = list(self.targets.get("appearance", {}).get("textures", []))
+        self.presence_rows = dict(scene.presence_rows) if scene is not None else {}
         self._bound = True
         return self
 
@@ -117,7 +119,7 @@ class Randomizer:
     def sensing(self, episode_seed: int, low=-1.0, high=1.0) -> SensingChannel:
         """The episode's observation/action channel (identity when the axis is off)."""
         on = "sensing" in self.enabled
-        return SensingChannel(episode_seed, self.settings["sensing"] if on else None, low, high)
+        return SensingChannel(episode_seed, self.settings["sensing"] if on else None, low, high, self.presence_rows)
 
     def upload_textures(self, model, renderer) -> None:
         """Push randomized textures to a ``mujoco.Renderer`` (or an ``MjrContext``) after ``reset_model``."""

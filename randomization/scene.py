@@ -16,6 +16,8 @@ Contract for the env:
 - ``object_joints``: optional body -> free-joint name; when empty the body's first free joint is used.
 - ``cameras`` / ``lights`` / ``geoms``: optional allow-lists; when non-empty an axis only touches
   names that are both listed here and matched by its config regex.
+- ``presence_rows``: observation keys laid out as rows ``[present, ...]`` -> row width (realgap's
+  ``{"object_state": 6}``); the sensing axis never adds noise to the flag or to absent rows.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SceneInfo:
     cameras: tuple[str, ...] = ()
     lights: tuple[str, ...] = ()
     geoms: tuple[str, ...] = ()
+    presence_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def distractors(self) -> tuple[str, ...]:

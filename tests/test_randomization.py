@@ -211,7 +211,9 @@ def test_global_scale_scales_the_same_draws():
     cfg = only("physics")
     half = copy.deepcopy(cfg)
     half["scale"] = 0.5
-    full, scaled = (full_run(c, 4)["physics"]["friction"] for c in (cfg, half))
+    full, scaled = (full_run(c, 4)["physics"] for c in (cfg, half))
+    assert scaled["friction"] == pytest.approx(1 + (full["friction"] - 1) * 0.5)  # one global factor
+    full, scaled = full["mass"], scaled["mass"]
     assert set(full) == set(scaled)
     for k in full:  # same variate u: factor(s) = 1 + (factor(1) - 1) * s
         assert scaled[k] == pytest.approx(1 + (full[k] - 1) * 0.5)
