@@ -10,30 +10,47 @@ One class serves demonstrations and evaluation episode stores.
 Crash safety: ``append_episode(s)`` writes ``data/*`` first, then ``meta/*``, and bumps the
 ``n_episodes`` attribute last. zarr's local store writes every file atomically, so a kill at any point
 leaves the previous episodes intact; opening with ``mode="a"`` truncates the uncommitted tail.
+
+Integrity (layout version 2): every array ends its codec chain with zarr 3's ``crc32c`` checksum, and
+every chunk is written even when it holds only the fill value (zarr would otherwise skip it). A chunk
+that is damaged fails its checksum, and a chunk that is missing is an error rather than zeros:
+:meth:`ReplayBuffer.verify` reads everything and names the first bad array and episode.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from realgap.errors import RealgapError
 
 CHUNK_BYTES = 2 * 1024 * 1024  # ~2 MB chunks along time, as diffusion_policy
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: crc32c on every array, every chunk written (1: neither)
+WRITE_CONFIG = {"write_empty_chunks": True}  # a missing chunk must mean damage, never "all zeros"
 
 
-def _compressor(dtype: np.dtype, ndim: int) -> BloscCodec:
-    # Images: zstd (lossless, strong on flat-coloured renders); low-dim: fast lz4.
+def _compressor(dtype: np.dtype, ndim: int) -> list:
+    # Images: zstd (lossless, strong on flat-coloured renders); low-dim: fast lz4. Then a checksum.
     if dtype == np.uint8 and ndim >= 3:
-        return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
+
+
+def _checksummed(arr: zarr.Array) -> bool:
+    return any(isinstance(c, Crc32cCodec) for c in arr.metadata.codecs)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _to_jsonable(x: Any) -> Any:
@@ -78,8 +95,10 @@ class ReplayBuffer:
             raise RealgapError(f"{path}: cannot create store ({e.strerror or e})") from e
         root.create_group("data")
         meta = root.create_group("meta")
-        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64")
-        meta.create_array("episode_info", shape=(0,), chunks=(1024,), dtype=str)
+        meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64",
+                          compressors=_compressor(np.dtype("int64"), 1))
+        meta.create_array("episode_info", shape=(0,), chunks=(1024,), dtype=str,
+                          compressors=[ZstdCodec(level=3), Crc32cCodec()])
         root.attrs.update({"n_episodes": 0, "layout": "realgap.replay_buffer", "layout_version": LAYOUT_VERSION})
         return cls(root, path, writable=True)
 
@@ -198,6 +217,67 @@ class ReplayBuffer:
             raise RealgapError(f"{self.path}: missing data/{key} (has {', '.join(self.keys) or 'no keys'})")
         return np.asarray(self.root["data"][key][: self.n_steps])
 
+    # ------------------------------------------------------------- integrity
+    def verify(self, progress: bool = False) -> int:
+        """Read every committed chunk of every array; returns the number of chunks checked.
+
+        Raises a one-line RealgapError naming the first bad array, chunk and episode: a chunk that
+        fails its crc32c checksum or cannot be decoded, a chunk file that is missing (checksummed
+        arrays write every chunk, so absence is damage), or an episode_info entry that is not JSON.
+        """
+        n, total = self.n_episodes, self.n_steps
+        arrays = [(f"meta/{name}", self.root["meta"][name], n) for name in ("episode_ends", "episode_info")]
+        arrays += [(f"data/{key}", self.root["data"][key], total) for key in self.keys]
+        plans = []
+        for name, arr, rows in arrays:
+            step = arr.chunks[0]
+            grids = [range(math.ceil(rows / step))] + [range(math.ceil(s / c)) for s, c in zip(arr.shape[1:], arr.chunks[1:])]
+            plans.append((name, arr, rows, step, list(itertools.product(*grids))))
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(p[4]) for p in plans), unit="chunk", desc=f"verify {self.path.name}",
+                   disable=not progress, dynamic_ncols=True)
+        checked = 0
+        with bar:
+            for name, arr, rows, step, coords in plans:
+                must_exist = _checksummed(arr)
+                for coord in coords:
+                    lo, hi = coord[0] * step, min(rows, (coord[0] + 1) * step)
+                    key = arr.metadata.encode_chunk_key(coord)
+                    problem = None
+                    if must_exist and not (self.path / name / key).is_file():
+                        problem = "is missing"
+                    else:
+                        try:
+                            arr[lo:hi]
+                        except Exception as e:  # crc32c mismatch, truncated blosc frame, ...
+                            problem = f"is damaged ({_first_line(e)})"
+                    if problem:
+                        raise RealgapError(f"{self.path}: {name} chunk {key} {problem}; {self._where(name, lo)}")
+                    checked += 1
+                    bar.update()
+        for i, text in enumerate(self.root["meta/episode_info"][:n] if n else []):
+            try:
+                json.loads(str(text))
+            except ValueError as e:
+                raise RealgapError(f"{self.path}: meta/episode_info of episode {i} is not JSON ({e})") from e
+        return checked
+
+    def _where(self, name: str, row: int) -> str:
+        """'first affected episode i (condition c, seed s)' for row ``row`` of array ``name``."""
+        if name.startswith("data/"):
+            try:
+                row = int(np.searchsorted(self.episode_ends, row, side="right"))
+            except Exception:  # episode_ends itself is damaged
+                return f"first affected step {row}"
+        text = f"first affected episode {row}"
+        try:
+            info = self.episode_info(row)
+            tags = ", ".join(f"{k} {info[k]}" for k in ("condition", "seed") if k in info)
+            return f"{text} ({tags})" if tags else text
+        except Exception:
+            return text
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(self.n_episodes):
             yield self.episode(i)
@@ -241,7 +321,7 @@ class ReplayBuffer:
                     key, shape=(0, *value.shape[1:]), chunks=(chunk_rows, *value.shape[1:]),
                     dtype=value.dtype, compressors=_compressor(value.dtype, value.ndim),
                 )
-            arr = data[key]
+            arr = data[key].with_config(WRITE_CONFIG)
             if arr.shape[1:] != value.shape[1:] or arr.dtype != value.dtype:
                 raise ValueError(f"data/{key}: got {value.dtype}{value.shape[1:]}, store has {arr.dtype}{arr.shape[1:]}")
             arr.resize((start + len(value), *arr.shape[1:]))
@@ -249,7 +329,7 @@ class ReplayBuffer:
         n, k = self.n_episodes, len(episodes)
         ends = start + np.cumsum(lengths, dtype=np.int64)
         for name, value in (("episode_ends", ends), ("episode_info", np.array(infos, dtype=object))):
-            arr = self.root["meta"][name]
+            arr = self.root["meta"][name].with_config(WRITE_CONFIG)
             arr.resize((n + k,))
             arr[n:] = value
         self.root.attrs["n_episodes"] = n + k  # the commit

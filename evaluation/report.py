@@ -39,6 +39,7 @@ def load(out: Path) -> tuple[dict, list[dict], ReplayBuffer]:
     except (OSError, ValueError) as e:
         raise RealgapError(f"{suite_path}: unreadable ({type(e).__name__})") from e
     store = open_store(store_path, mode="r")
+    store.verify()  # a missing or damaged chunk reads as zeros or garbage: refuse to report on it
     try:
         infos = store.episode_infos()
     except Exception as e:
@@ -49,7 +50,7 @@ def load(out: Path) -> tuple[dict, list[dict], ReplayBuffer]:
 
 
 def condition_order(meta: dict, infos: list[dict]) -> list[str]:
-    planned = [name for name, _ in (meta.get("fingerprint") or {}).get("conditions") or []]
+    planned = [cond[0] for cond in (meta.get("fingerprint") or {}).get("conditions") or []]  # [name, randomization, ...]
     return planned + sorted({i["condition"] for i in infos} - set(planned))
 
 

@@ -84,6 +84,7 @@ def open_output(out: Path, mode: str, plan: Plan, suite_cfg: dict) -> ReplayBuff
         if not store_path.exists():  # killed between writing suite.json and creating the store
             return ReplayBuffer.create(store_path)
         store = open_store(store_path, mode="a")
+        store.verify()  # a damaged chunk must not be resumed around (zarr would read it as zeros)
         check_store(store, plan)
         return store
     if mode == "overwrite":
@@ -104,6 +105,37 @@ def open_store(path: Path, mode: str = "r") -> ReplayBuffer:
         raise
     except Exception as e:
         raise RealgapError(f"{path}: corrupt episode store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def store_path_of(out: Path) -> Path:
+    """The episode store of a suite output folder, or ``out`` itself when it is a store (demos)."""
+    out = Path(out).expanduser()
+    if (out / STORE_DIR).exists():
+        return out / STORE_DIR
+    if (out / "zarr.json").exists():
+        return out
+    raise RealgapError(f"out: {out} holds no episode store (no {STORE_DIR}, no zarr.json)")
+
+
+def verify_main(cfg, resume: bool = False, overwrite: bool = False) -> int:
+    """``realgap verify out=<suite output or zarr store>``: read everything, name the first bad array."""
+    if resume or overwrite:
+        raise RealgapError("verify writes nothing: --resume/--overwrite do not apply")
+    if not cfg.get("out"):
+        raise RealgapError("out: missing (a suite output folder or a zarr store)")
+    out = Path(str(cfg["out"])).expanduser()
+    suite_file = out / SUITE_FILE
+    if suite_file.exists():
+        try:
+            json.loads(suite_file.read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RealgapError(f"{suite_file}: unreadable ({type(e).__name__}: {e})") from e
+    path = store_path_of(out)
+    store = open_store(path, mode="r")
+    chunks = store.verify(progress=bool(cfg.get("progress", True)))
+    print(f"{path}: ok ({store.n_episodes} episodes, {store.n_steps} steps, {len(store.keys)} data arrays, "
+          f"{chunks} chunks checked)")
+    return 0
 
 
 def check_store(store: ReplayBuffer, plan: Plan) -> None:

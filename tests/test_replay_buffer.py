@@ -132,3 +132,56 @@ def test_batched_append_equals_one_by_one(tmp_path):
     with pytest.raises(ValueError, match="differ"):  # one bad episode rejects the whole batch
         many.append_episodes([eps[0], ({"action": np.zeros((2, 4), np.float32)}, {})])
     assert many.n_episodes == 3
+
+
+def _chunked_store(path, monkeypatch):
+    """6 episodes of 5 steps whose data/action chunks hold 4 steps each (chunk c covers steps 4c..4c+3)."""
+    import realgap.data.replay_buffer as rb
+
+    monkeypatch.setattr(rb, "CHUNK_BYTES", 4 * 4 * 4)  # 4 rows of 4 float32
+    buf = ReplayBuffer.create(path)
+    for i in range(6):
+        buf.append_episode({"action": np.full((5, 4), i + 1, np.float32)}, {"condition": "nominal", "seed": 100 + i})
+    assert buf.root["data/action"].chunks == (4, 4)
+    return buf
+
+
+def test_every_array_is_checksummed_and_all_zero_chunks_are_written(tmp_path, monkeypatch):
+    from zarr.codecs import Crc32cCodec
+
+    buf = _chunked_store(tmp_path / "s.zarr", monkeypatch)
+    buf.append_episode({"action": np.zeros((8, 4), np.float32)}, {"seed": 7})  # all fill value
+    for name in ("data/action", "meta/episode_ends", "meta/episode_info"):
+        assert any(isinstance(c, Crc32cCodec) for c in buf.root[name].metadata.codecs), name
+    chunk_files = list((tmp_path / "s.zarr" / "data" / "action" / "c").iterdir())
+    assert len(chunk_files) == 10  # ceil(38 / 4): the zero chunks exist too
+    assert ReplayBuffer.open(tmp_path / "s.zarr").verify() == 10 + 1 + 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "flip"])
+def test_verify_names_the_damaged_array_and_first_episode(tmp_path, monkeypatch, damage):
+    path = tmp_path / "s.zarr"
+    _chunked_store(path, monkeypatch)
+    chunk = path / "data" / "action" / "c" / "3" / "0"  # steps 12..15 -> episode 2 (steps 10..14) first
+    raw = chunk.read_bytes()
+    if damage == "truncate":
+        chunk.write_bytes(raw[: len(raw) // 2])
+    elif damage == "delete":
+        chunk.unlink()
+    else:  # one flipped bit in the middle of the compressed bytes
+        chunk.write_bytes(raw[:10] + bytes([raw[10] ^ 1]) + raw[11:])
+    store = ReplayBuffer.open(path)
+    assert store.episode(0)["action"][0, 0] == 1  # untouched chunks still read
+    with pytest.raises(RealgapError) as err:
+        store.verify()
+    msg = str(err.value)
+    assert "data/action chunk c/3/0" in msg and "episode 2 (condition nominal, seed 102)" in msg
+    assert ("missing" in msg) == (damage == "delete") and len(msg.splitlines()) == 1
+
+
+def test_verify_catches_damaged_metadata_arrays(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    _chunked_store(path, monkeypatch)
+    (path / "meta" / "episode_info" / "c" / "0").write_bytes(b"\x00" * 12)
+    with pytest.raises(RealgapError, match="meta/episode_info chunk c/0 is damaged"):
+        ReplayBuffer.open(path).verify()
