@@ -54,7 +54,10 @@ class DemoDataset:
         self.n_obs_steps = n_obs_steps
         # statistics from the training split only (images are scaled in the encoder instead)
         train_steps = np.concatenate([np.arange(a, b) for a, b in _bounds(ends, self.train_episodes)])
-        self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8})
+        # observation keys carry the sensor noise the demos were recorded with: noise-only dims stay unscaled
+        noise = recorded_obs_noise(infos)
+        self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8},
+                                         noise_std={k: noise for k in self.obs_keys})
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
@@ -66,6 +69,12 @@ class DemoDataset:
             out[k] = out[k][:, : self.n_obs_steps]
         out["instruction"] = [self.instructions[e] for e in sampler.episode[windows]]
         return out
+
+
+def recorded_obs_noise(infos) -> float:
+    """The largest observation-noise std in the episodes' ``dr_params`` (0 when none was recorded)."""
+    stds = [((i.get("dr_params") or {}).get("sensing") or {}).get("obs_noise_std", 0.0) for i in infos]
+    return float(max([0.0, *[s for s in stds if isinstance(s, (int, float))]]))
 
 
 def _bounds(ends: np.ndarray, episodes: np.ndarray):

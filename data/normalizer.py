@@ -1,7 +1,12 @@
 """Per-dimension min-max normalization to [-1, 1] (DDPM clips samples to that box).
 
-Statistics come from the training split only and are saved with the checkpoint as JSON. A dimension
-whose range is below ``eps`` is only shifted (scale 1), so constant inputs don't blow up.
+Statistics come from the training split only and are saved with the checkpoint as JSON.
+
+A dimension that carries no signal is only shifted to centre on 0 (scale 1, a pass-through), never
+stretched: its span is below ``eps`` (constant), or its standard deviation is within ``noise_k``
+(3) times the known observation noise ``noise_std`` (pure sensor noise has a std of exactly that).
+Min-max scaling such a dimension would divide by a span of a few noise sigma and blow any value it
+takes later up ~100x (a held-out item's row, never present in training, reached the policy as 130).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ class Normalizer:
         self.stats = {k: {n: np.asarray(v, np.float32) for n, v in s.items()} for k, s in (stats or {}).items()}
 
     @classmethod
-    def fit(cls, arrays: Mapping[str, np.ndarray], eps: float = 1e-4) -> "Normalizer":
+    def fit(cls, arrays: Mapping[str, np.ndarray], eps: float = 1e-4,
+            noise_std: float | Mapping[str, float] = 0.0, noise_k: float = 3.0) -> "Normalizer":
+        """``noise_std``: the observation noise std the data was recorded with (one value, or per key)."""
         stats = {}
         for key, x in arrays.items():
             x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -27,9 +34,10 @@ class Normalizer:
                 raise RealgapError(f"normalizer: no samples for '{key}'")
             if not np.all(np.isfinite(x)):
                 raise RealgapError(f"normalizer: '{key}' contains NaN or inf")
+            sigma = float(noise_std.get(key, 0.0) if isinstance(noise_std, Mapping) else noise_std)
             lo, hi = x.min(0), x.max(0)
             span = hi - lo
-            wide = span > eps
+            wide = (span > eps) & (x.std(0) > noise_k * sigma)
             scale = np.where(wide, 2.0 / np.where(wide, span, 1.0), 1.0)
             # wide dims: lo -> -1, hi -> +1; narrow dims: centred on 0 without scaling
             offset = np.where(wide, -1.0 - lo * scale, -(lo + hi) / 2.0)

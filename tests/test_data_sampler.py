@@ -105,3 +105,47 @@ def test_dataset_bad_inputs_name_the_file(tmp_path):
     ReplayBuffer.create(tmp_path / "empty.zarr")
     with pytest.raises(RealgapError, match="empty"):
         DemoDataset(tmp_path / "empty.zarr", ["proprio"], 8, 2, 4)
+
+
+def _rows_with_noise_only_items(n: int, sigma: float, rng) -> np.ndarray:
+    """object_state like the old sensing axis wrote it: item 0 present and moving, item 1 absent but noisy."""
+    present = np.stack([np.ones(n), rng.uniform(0.3, 0.7, n), rng.uniform(-0.2, 0.2, n), rng.uniform(0.02, 0.1, n),
+                        np.cos(rng.uniform(-0.5, 0.5, n)), np.sin(rng.uniform(-0.5, 0.5, n))], 1)
+    absent = sigma * rng.standard_normal((n, 6))
+    return np.concatenate([present, absent], 1).astype(np.float32)
+
+
+def test_noise_only_dims_pass_through_and_a_held_out_row_stays_sane():
+    rng = np.random.default_rng(1)
+    sigma = 0.002
+    x = _rows_with_noise_only_items(5000, sigma, rng)
+    held_out = np.array([[1, 0.5, -0.1, 0.03, 0.96, 0.28] * 2], np.float32)  # item 1 shows up at test time
+    blown = Normalizer.fit({"s": x}).normalize("s", held_out)  # what min-max did without the noise level
+    assert np.abs(blown).max() > 50
+    n = Normalizer.fit({"s": x}, noise_std={"s": sigma})
+    assert np.array_equal(n.stats["s"]["scale"][6:], np.ones(6, np.float32))  # noise-only: not stretched
+    y = n.normalize("s", held_out)
+    assert np.abs(y).max() <= 1.5, y  # the held-out row reaches the policy near its raw values
+    np.testing.assert_allclose(y[0, 6:], held_out[0, 6:], atol=4 * sigma)  # shifted by ~0 only
+    z = n.normalize("s", x)  # the signal dims are still min-max scaled to [-1, 1]
+    assert np.allclose(z[:, 1:4].min(0), -1, atol=1e-5) and np.allclose(z[:, 1:4].max(0), 1, atol=1e-5)
+    # An exactly-zero training dim (absent rows once sensing spares them) passes through without noise_std too.
+    zero = Normalizer.fit({"s": np.concatenate([x[:, :6], np.zeros((5000, 6), np.float32)], 1)})
+    assert np.abs(zero.normalize("s", held_out)).max() <= 1.5
+
+
+def test_dataset_takes_the_noise_level_from_the_recorded_dr_params(tmp_path):
+    from realgap.data.replay_buffer import ReplayBuffer
+
+    rng = np.random.default_rng(2)
+    buf = ReplayBuffer.create(tmp_path / "d.zarr")
+    for e in range(4):
+        steps = {"proprio": rng.normal(size=(30, 8)).astype(np.float32),
+                 "object_state": _rows_with_noise_only_items(30, 0.002, rng),
+                 "action": (0.004 * rng.normal(size=(30, 4))).astype(np.float32)}  # small, within 3 sigma
+        buf.append_episode(steps, {"seed": e, "instruction": INSTRUCTIONS[0], "success": True,
+                                   "dr_params": {"sensing": {"obs_noise_std": 0.002}}})
+    ds = DemoDataset(tmp_path / "d.zarr", ["proprio", "object_state"], 8, 2, 4, val_ratio=0.25)
+    scale = ds.normalizer.stats["object_state"]["scale"]
+    assert np.array_equal(scale[6:], np.ones(6, np.float32)) and np.all(scale[1:4] != 1)
+    assert np.all(ds.normalizer.stats["action"]["scale"] > 10)  # actions are never treated as sensor noise
