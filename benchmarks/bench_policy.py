@@ -2,7 +2,7 @@
 
     python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 1] [--repeats 20]
 
-Without a checkpoint it builds the default state policy (conf/policy/diffusion_state.yaml) with random
+Without a checkpoint it builds the default state policy (conf/policy/diffusion_state_oracle.yaml) with random
 weights and a synthetic observation: cost depends on the architecture only. Target: K=8 <= 2x K=1.
 """
 
@@ -45,7 +45,7 @@ def synthetic_obs(policy: DiffusionPolicy) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--policy", default="diffusion_state", help="config when no checkpoint is given")
+    ap.add_argument("--policy", default="diffusion_state_oracle", help="config when no checkpoint is given")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
