@@ -126,6 +126,8 @@ class ReplayBuffer:
         path = Path(path)
         if resume and overwrite:
             raise RealgapError("--resume and --overwrite exclude each other")
+        if resume and not path.exists():
+            raise RealgapError(f"{path}: does not exist, so there is nothing to resume (drop --resume to start it)")
         if path.exists() and resume:
             return cls.open(path, mode="a")
         if path.exists() and not overwrite:

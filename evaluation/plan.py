@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from realgap.errors import RealgapError
 
-from .rollout import GroupTask
+from .rollout import ACTION_BOUNDS, GroupTask
 
 FRAME_MODES = ("none", "failures", "all")
 
@@ -24,6 +24,7 @@ FRAME_MODES = ("none", "failures", "all")
 class Condition:
     name: str
     randomization: dict | None  # plain dict handed to the env, None = the env's nominal
+    env_kwargs: dict | None = None  # extra env kwargs of this condition only (e.g. a grounding task_variant)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Plan:
     frame_seeds: frozenset
     record_chunks: bool
     baseline: str
+    policy: dict = field(default_factory=dict)  # policy_fingerprint(): spec, kwargs, checkpoint digests
+    success_key: str = "is_success"  # info key of the env's success signal
+    action_bounds: str = "fault"  # an action outside the action space: fault | clip (rollout.py)
 
     @property
     def n_episodes(self) -> int:
@@ -47,6 +51,7 @@ class Plan:
         kwargs = dict(self.env_kwargs)
         if cond.randomization is not None:
             kwargs["randomization"] = cond.randomization
+        kwargs.update(cond.env_kwargs or {})
         return kwargs
 
     def groups(self) -> list[GroupTask]:
@@ -58,13 +63,15 @@ class Plan:
                     group=len(tasks), condition=cond.name, seeds=self.seeds[start:start + self.batch_envs],
                     env_id=self.env_id, env_kwargs=kwargs, frames=self.frames,
                     frame_seeds=self.frame_seeds, record_chunks=self.record_chunks,
+                    success_key=self.success_key, action_bounds=self.action_bounds,
                 ))
         return tasks
 
     def fingerprint(self) -> dict:
         """Everything that decides the episodes' outcomes (compared on --resume)."""
         return {
-            "conditions": [[c.name, c.randomization] for c in self.conditions],  # a list keeps the order
+            "conditions": [[c.name, c.randomization, *([c.env_kwargs] if c.env_kwargs else [])]
+                           for c in self.conditions],  # a list keeps the order
             "seeds": list(self.seeds),
             "batch_envs": self.batch_envs,
             "env_id": self.env_id,
@@ -72,7 +79,27 @@ class Plan:
             "frames": self.frames,
             "frame_seeds": sorted(self.frame_seeds),
             "record_chunks": self.record_chunks,
+            "policy": self.policy,
+            "success_key": self.success_key,
+            "action_bounds": self.action_bounds,
         }
+
+
+def policy_fingerprint(policy: Any) -> dict:
+    """What decides the policy's actions: its spec, its kwargs and, for a checkpoint folder, the
+    sha256 of each file a rollout loads (so retraining into the same folder is a different policy)."""
+    policy = policy if isinstance(policy, dict) else {"spec": policy}
+    spec, kwargs = policy.get("spec"), policy.get("kwargs") or {}
+    out = {"spec": spec, "kwargs": kwargs}
+    if isinstance(spec, str) and spec and spec != "expert":
+        from .policy_loader import checkpoint_path
+
+        folder = checkpoint_path(spec)
+        if folder is not None:
+            from realgap.policies.checkpoint import checkpoint_digests
+
+            out["files"] = checkpoint_digests(folder)
+    return out
 
 
 def digest(obj: Any) -> str:
@@ -104,9 +131,12 @@ def _condition(name: str, spec: Any) -> Condition:
         spec = {}
     if not isinstance(spec, dict):
         raise RealgapError(f"{field}: expected a mapping with 'randomization', got {spec!r}")
-    unknown = set(spec) - {"randomization", "only", "scale"}
+    unknown = set(spec) - {"randomization", "only", "scale", "env_kwargs"}
     if unknown:
-        raise RealgapError(f"{field}: unknown key(s) {sorted(unknown)} (allowed: randomization, only, scale)")
+        raise RealgapError(f"{field}: unknown key(s) {sorted(unknown)} (allowed: randomization, only, scale, env_kwargs)")
+    env_kwargs = spec.get("env_kwargs")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise RealgapError(f"{field}.env_kwargs: expected a mapping of env kwargs, got {env_kwargs!r}")
     rand = spec.get("randomization")
     if isinstance(rand, str):
         rand = load_randomization(rand, f"{field}.randomization")
@@ -127,7 +157,7 @@ def _condition(name: str, spec: Any) -> Condition:
         if rand is None:
             raise RealgapError(f"{field}.scale: needs a randomization to scale")
         rand["scale"] = float(scale)
-    return Condition(name, rand)
+    return Condition(name, rand, copy.deepcopy(env_kwargs) or None)
 
 
 def _int(field: str, value: Any, low: int) -> int:
@@ -168,10 +198,19 @@ def build_plan(suite: dict, selection: list[str] | None) -> Plan:
     if not isinstance(env, dict) or not isinstance(env.get("id"), str):
         raise RealgapError("suite.env.id: missing (a Gymnasium id such as realgap/PlaceInReceptacle-v0)")
     env_kwargs = dict(env.get("kwargs") or {})
-    if frames != "none":  # frames come from the observation, so ask the env for images too
-        mode = env_kwargs.get("obs_mode", "state")
-        if "image" not in mode:
-            env_kwargs["obs_mode"] = "state+image"
+    if frames != "none":
+        if env["id"].startswith("realgap/"):  # realgap's frames are its image observations
+            mode = env_kwargs.get("obs_mode", "state")
+            if "image" not in mode:
+                env_kwargs["obs_mode"] = "state+image"
+        else:  # any other env's frames come from env.render()
+            env_kwargs.setdefault("render_mode", "rgb_array")
+    success_key = suite.get("success_key", "is_success")
+    if not isinstance(success_key, str) or not success_key:
+        raise RealgapError(f"suite.success_key: expected the name of the env's info success key, got {success_key!r}")
+    action_bounds = suite.get("action_bounds", "fault")
+    if action_bounds not in ACTION_BOUNDS:
+        raise RealgapError(f"suite.action_bounds: expected one of {', '.join(ACTION_BOUNDS)}, got {action_bounds!r}")
     baseline = suite.get("baseline", "nominal")
     seeds = tuple(range(start, start + n))
     return Plan(
@@ -179,5 +218,6 @@ def build_plan(suite: dict, selection: list[str] | None) -> Plan:
         conditions=tuple(_condition(name, conds[name]) for name in names),
         seeds=seeds, batch_envs=batch, env_id=env["id"], env_kwargs=env_kwargs, frames=frames,
         frame_seeds=frozenset(seeds[:n_first]), record_chunks=bool(suite.get("record_chunks", False)),
-        baseline=baseline,
+        baseline=baseline, policy=policy_fingerprint(suite["policy"]),
+        success_key=success_key, action_bounds=action_bounds,
     )

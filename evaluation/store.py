@@ -43,19 +43,39 @@ def check_writable(out: Path) -> None:
         raise RealgapError(f"out: {out} is not writable ({e.strerror or e})") from e
 
 
-def check_output(out: Path, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with ``out``: 'new', 'resume' or 'overwrite'. Raises on a conflict."""
+def check_output(out: Path, resume: bool, overwrite: bool, plan: Plan | None = None) -> str:
+    """Decide what to do with ``out``: 'new', 'resume' or 'overwrite'. Raises on a conflict.
+
+    With ``plan``, a resume is checked against the saved fingerprint here, before any simulation.
+    """
     check_writable(out)
     exists = out.exists() and any(out.iterdir())
     if not exists:
+        if resume:  # silently starting afresh would hide a mistyped out=
+            raise RealgapError(f"out: {out} does not exist or is empty, so there is nothing to resume "
+                               "(drop --resume to start it)")
         return "new"
     if overwrite:
         return "overwrite"
     if resume:
         if not (out / SUITE_FILE).exists():
             raise RealgapError(f"{out / SUITE_FILE}: missing, so {out} is not a suite output to resume")
+        if plan is not None:
+            check_fingerprint(out, plan)
         return "resume"
     raise RealgapError(f"out: {out} exists; pass --resume to continue it or --overwrite to replace it")
+
+
+def check_fingerprint(out: Path, plan: Plan) -> None:
+    """A resumed suite must be the saved one: same conditions, seeds, env, and the same policy."""
+    path = out / SUITE_FILE
+    fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
+    try:
+        old = json.loads(path.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RealgapError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+    if old != fingerprint:
+        raise RealgapError(f"{path}: the suite differs from the one being resumed (field '{_diff_field(old, fingerprint)}')")
 
 
 def _diff_field(old: dict, new: dict, prefix: str = "") -> str:
@@ -72,14 +92,7 @@ def open_output(out: Path, mode: str, plan: Plan, suite_cfg: dict) -> ReplayBuff
     """Create (new/overwrite) or reopen (resume) the output folder and its episode store."""
     fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
     if mode == "resume":
-        path = out / SUITE_FILE
-        try:
-            saved = json.loads(path.read_text())
-            old = saved["fingerprint"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RealgapError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
-        if old != fingerprint:
-            raise RealgapError(f"{path}: the suite differs from the one being resumed (field '{_diff_field(old, fingerprint)}')")
+        check_fingerprint(out, plan)
         store_path = out / STORE_DIR
         if not store_path.exists():  # killed between writing suite.json and creating the store
             return ReplayBuffer.create(store_path)

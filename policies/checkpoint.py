@@ -10,6 +10,7 @@ Files are written to a temporary name and renamed, so a kill never leaves a half
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,7 @@ from realgap.policies.diffusion import DiffusionPolicy
 
 FORMAT = "realgap.diffusion_policy"
 VERSION = 1
+INFERENCE_FILES = ("policy.json", "model.safetensors")  # what load_policy reads
 
 
 def _atomic(path: Path, write) -> None:
@@ -52,6 +54,22 @@ def save_policy(path: str | Path, policy: DiffusionPolicy, weights: torch.nn.Mod
             "normalizer": policy.normalizer.to_dict(), "tokenizer": policy.tokenizer.to_dict()}
     _atomic(path / "model.safetensors", lambda p: save_file(_state(weights or policy), str(p)))
     _write_json(path / "policy.json", meta)
+
+
+def checkpoint_digests(path: str | Path) -> dict[str, str | None]:
+    """sha256 of each file a rollout loads (None for a missing one): the checkpoint's identity."""
+    out: dict[str, str | None] = {}
+    for name in INFERENCE_FILES:
+        file = Path(path) / name
+        if not file.is_file():
+            out[name] = None
+            continue
+        h = hashlib.sha256()
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[name] = h.hexdigest()
+    return out
 
 
 def _read_json(path: Path) -> dict:
