@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "realgap.policies.train:main", "train a chunked diffusion policy"),
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
+    "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
 }
 
 
