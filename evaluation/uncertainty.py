@@ -185,11 +185,17 @@ def overlap_mmd(prev: np.ndarray, cur: np.ndarray, offset: int, bandwidth: float
     return float(kern(a, a).mean() + kern(b, b).mean() - 2.0 * kern(a, b).mean())
 
 
-def fit_gaussian(embeddings: np.ndarray, shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and precision of embeddings (rows), covariance shrunk toward its diagonal."""
+def fit_gaussian(embeddings: np.ndarray, shrinkage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of embeddings (rows), covariance shrunk toward its diagonal.
+
+    Default shrinkage max(0.1, min(1, dim / n)): with fewer rows than dimensions the sample
+    covariance is singular, so lean on the diagonal.
+    """
     x = np.asarray(embeddings, np.float64)
     if len(x) < 2:
         raise RealgapError(f"novelty: {len(x)} embedding(s) to fit; need at least 2")
+    if shrinkage is None:
+        shrinkage = max(0.1, min(1.0, x.shape[1] / len(x)))
     mean = x.mean(0)
     cov = np.cov(x, rowvar=False)
     cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(mean))

@@ -22,7 +22,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
     "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
+    "uncertainty": ("uncertainty", "realgap.evaluation.uncertainty_run:main", "calibrate + score chunk-disagreement uncertainty of a suite -> <out>/uncertainty/"),
+    "score": ("score", "realgap.evaluation.uncertainty_run:score_main", "score logged episodes offline (--episodes <store> --policy <checkpoint>)"),
 }
+FLAGS = {"--resume", "--overwrite", "--cfg", "--help"}
+FLAG_KEYS = {"policy": "checkpoint"}  # `policy` is the Hydra group of policy configs, so --policy sets `checkpoint`
+
+
+def flag_overrides(argv: list[str]) -> list[str]:
+    """``--key value`` / ``--key=value`` (e.g. ``realgap score --episodes <store>``) -> the override ``key=value``."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a.startswith("--") and a.split("=")[0] not in FLAGS:
+            key, eq, value = a[2:].partition("=")
+            out.append(f"{FLAG_KEYS.get(key, key)}={value if eq else next(it, '')}")
+        else:
+            out.append(a)
+    return out
 
 
 def compose(config_name: str, overrides: list[str]):
@@ -51,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--overwrite", action="store_true", help="replace an existing output")
         p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. suite=default workers=2")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flag_overrides(sys.argv[1:] if argv is None else list(argv)))
     config_name, target, _ = COMMANDS[args.command]
     try:
         if args.resume and args.overwrite:
