@@ -17,5 +17,18 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 extras=${REALGAP_EXTRAS:-dev,ray}
 PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install -q -e ".[${extras}]"
+# Headless Chromium for the review queue's browser test (tests/test_review_browser.py; skipped without it).
+# Debian's packages: browsers cannot be downloaded by selenium or playwright here.
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver (apt-get)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } ||
+      echo "setup: chromium not installed (apt-get failed); the browser test will be skipped" >&2
+  else
+    echo "setup: chromium/chromedriver missing and not root; the browser test will be skipped" >&2
+  fi
+fi
 "$PY" -c "import realgap.envs, realgap.policies, realgap.evaluation" || { echo "setup: realgap failed to import" >&2; exit 1; }
 echo "setup: ok ($("$PY" -c 'import torch, mujoco; print(f"torch {torch.__version__}, mujoco {mujoco.__version__}")'))"
