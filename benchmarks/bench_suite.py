@@ -25,7 +25,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from realgap.cli import compose  # noqa: E402
-from realgap.evaluation.executors import _single_thread, make_env  # noqa: E402
+from realgap.envs import make as make_env  # noqa: E402
+from realgap.evaluation.executors import _single_thread  # noqa: E402
 from realgap.evaluation.plan import build_plan  # noqa: E402
 from realgap.evaluation.policy_loader import load_policy  # noqa: E402
 from realgap.evaluation.store import open_store  # noqa: E402
@@ -50,7 +51,7 @@ def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
     env_s = pol_s = 0.0
     for task in tqdm(plan.groups(), desc="isolated replay", leave=False):
         t0 = time.perf_counter()
-        envs = [make_env(task.env_id, task.env_kwargs) for _ in task.seeds]
+        envs = [make_env(task.env_id, **task.env_kwargs) for _ in task.seeds]
         actions = [store.episode(index[(task.condition, s)], keys=["action"])["action"][:-1] for s in task.seeds]
         observations = []
         for env, seed, acts in zip(envs, task.seeds, actions):

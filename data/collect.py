@@ -36,40 +36,39 @@ def validate(cfg: DictConfig) -> None:
         raise RealgapError(f"data.seed_start: must be >= 0, got {d.seed_start}")
 
 
+def env_kwargs(data_cfg: DictConfig) -> dict:
+    """``realgap.envs.make`` kwargs of the ``data`` config group (the env's own; DR comes separately)."""
+    kwargs = dict(obs_mode=data_cfg.obs_mode, image_size=int(data_cfg.image_size), cameras=list(data_cfg.cameras))
+    if data_cfg.get("max_episode_steps"):
+        kwargs["max_episode_steps"] = int(data_cfg.max_episode_steps)
+    if data_cfg.get("env_kwargs"):  # e.g. a task_variant pinning the target receptacle to one place
+        kwargs.update(OmegaConf.to_container(data_cfg.env_kwargs, resolve=True))
+    return kwargs
+
+
 def make_env(data_cfg: DictConfig, randomization: Any = None):
     import realgap.envs as envs
 
-    kwargs = dict(obs_mode=data_cfg.obs_mode, image_size=int(data_cfg.image_size), cameras=list(data_cfg.cameras),
-                  randomization=randomization)
-    if data_cfg.get("max_episode_steps"):
-        kwargs["max_episode_steps"] = int(data_cfg.max_episode_steps)
-    return envs.make(data_cfg.env_id, **kwargs)
-
-
-def step_keys(obs: dict) -> list[str]:
-    """Per-step array keys of an observation (everything except the text instruction)."""
-    return sorted(k for k, v in obs.items() if isinstance(v, np.ndarray))
+    return envs.make(data_cfg.env_id, randomization=randomization, **env_kwargs(data_cfg))
 
 
 def run_episode(env, expert, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    obs, info = env.reset(seed=seed)
-    expert.reset([seed])
-    keys = step_keys(obs)
-    steps: dict[str, list] = {k: [] for k in [*keys, "action"]}
-    while True:
-        action = np.asarray(expert.act([obs], [0])[0], np.float32)
-        for k in keys:
-            steps[k].append(obs[k])
-        steps["action"].append(action)
-        obs, _, terminated, truncated, step_info = env.step(action)
-        if terminated or truncated:
-            break
+    """One expert episode through the shared rollout loop. Rows o_0..o_{T-1} and a_0..a_{T-1}: the
+    final observation, which no action follows, is not a training sample."""
+    from realgap.evaluation.rollout import GroupTask, run_batch
+
+    task = GroupTask(group=0, condition="collect", seeds=(int(seed),), env_id="", env_kwargs={}, frames="all")
+    episode = run_batch([env], expert, task)[0]
+    info, length = episode.info, episode.info["length"]
+    steps = {k: v[:length] for k, v in episode.steps.items() if k != "reward"}
     episode_info = {
-        "seed": seed, "instruction": str(obs.get("instruction", "")), "task": info.get("task"),
-        "dr_params": info.get("dr_params"), "success": bool(step_info.get("is_success", False)),
-        "termination_reason": step_info.get("termination_reason"), "length": len(steps["action"]),
+        "seed": seed, "instruction": info.get("instruction", ""), "task": info["task"],
+        "dr_params": info["dr_params"], "success": info["success"],
+        "termination_reason": info["termination_reason"], "length": length,
     }
-    return {k: np.stack(v) for k, v in steps.items()}, episode_info
+    if info["error"]:  # a fault (the expert raised, the sim failed): a failed attempt, with its reason
+        episode_info["error"] = info["error"]
+    return steps, episode_info
 
 
 def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:

@@ -22,14 +22,12 @@ def make_env_from_cfg(cfg: DictConfig):
 
 
 def run_episode(env, expert, seed: int) -> dict:
-    obs, _ = env.reset(seed=seed)
-    expert.reset([seed])
-    steps = 0
-    while True:
-        obs, _, terminated, truncated, info = env.step(expert.act([obs], [0])[0])
-        steps += 1
-        if terminated or truncated:
-            return {"seed": seed, "success": bool(info["is_success"]), "reason": info["termination_reason"], "steps": steps}
+    """One expert episode through the shared rollout loop (``realgap.evaluation.rollout``)."""
+    from realgap.evaluation.rollout import GroupTask, run_batch
+
+    info = run_batch([env], expert, GroupTask(0, "expert", (int(seed),), env_id="", env_kwargs={}))[0].info
+    reason = info["termination_reason"] + (f" ({info['error']})" if info["error"] else "")
+    return {"seed": seed, "success": info["success"], "reason": reason, "steps": info["length"]}
 
 
 def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:

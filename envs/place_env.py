@@ -1,9 +1,15 @@
 """``PlaceInReceptacleEnv``: "place <object> in <receptacle>" on the MuJoCo tabletop.
 
-Episode flow (``reset``): sample the task (stream "task") -> DR ``reset_model`` (restore nominal,
-model axes) -> nominal layout (slots) -> DR ``reset_state`` (placement jitter) -> gripper home ->
-settle one control period -> DR ``sensing`` channel. Each ``step`` integrates the normalized action
+Episode flow (``reset``): sample the task (stream "task") -> nominal layout (slots) -> the layout
+hook -> gripper home -> settle one control period. Each ``step`` integrates the normalized action
 into the position-actuator targets and runs ``N_SUBSTEPS`` physics steps (10 Hz control).
+
+Domain randomization reaches this env the way it reaches any other: through the
+``realgap.randomization.DomainRandomization`` wrapper (``realgap.envs.make(id, randomization=...)``).
+The env only offers the wrapper three hooks: ``dr_scene()`` (what DR may touch this episode),
+``dr_layout_hook`` (called with the env after the nominal layout and before settling, so
+placement jitter settles like the nominal layout does) and ``mujoco_renderers()`` (where
+randomized textures must be uploaded).
 
 Episode ends: ``terminated`` on success; ``truncated`` on timeout, and also when the simulation goes
 unstable (NaN/inf state or a MuJoCo BADQACC/BADQPOS/BADQVEL warning) -- an unstable episode is not
@@ -21,7 +27,7 @@ from gymnasium import spaces
 
 from realgap.envs import scene as S
 from realgap.envs.catalogue import ITEM_NAMES, OBJECT_NAMES, OBJECTS, RECEPTACLES, body_name, object_spec, receptacle_spec
-from realgap.envs.tasks import Task, object_pool, receptacle_pool, sample_task
+from realgap.envs.tasks import Task, TaskVariant, make_task, object_pool, receptacle_pool
 from realgap.errors import RealgapError
 
 OBS_MODES = ("state", "image", "state+image")
@@ -53,13 +59,13 @@ class PlaceInReceptacleEnv(gym.Env):
         image_size: int = 96,
         cameras=("front",),
         include_privileged: bool = True,
-        randomization=None,
         allow_held_out: bool = False,
         objects=None,
         receptacles=None,
         max_episode_steps: int = DEFAULT_MAX_STEPS,
         render_mode: str | None = None,
         render_size: int | None = None,
+        task_variant=None,
     ):
         # -- validate everything before building or simulating anything --
         if obs_mode not in OBS_MODES:
@@ -78,7 +84,7 @@ class PlaceInReceptacleEnv(gym.Env):
         self.include_privileged = bool(include_privileged)
         self.object_pool = object_pool(objects, allow_held_out)
         self.receptacle_pool = receptacle_pool(receptacles, allow_held_out)
-        self.randomizer = self._make_randomizer(randomization)
+        self.task_variant = TaskVariant.from_spec(task_variant, allow_held_out)  # grounding tests force a task
         self.render_mode, self.render_size = render_mode, int(render_size or image_size)
         self._max_steps = int(max_episode_steps)
 
@@ -98,8 +104,6 @@ class PlaceInReceptacleEnv(gym.Env):
         self._ee_vadr = [int(m.jnt_dofadr[m.joint(n).id]) for n in ("ee_x", "ee_y", "ee_z")]
         self._finger_qadr = [int(m.jnt_qposadr[m.joint(n).id]) for n in ("finger_left", "finger_right")]
         self._gripper_bodies = {m.body(n).id for n in ("gripper", "finger_left", "finger_right")}
-        if self.randomizer is not None:
-            self.randomizer.bind(self.model, self._scene_info(None))
 
         # -- spaces --
         n_items = len(ITEM_NAMES)
@@ -117,18 +121,19 @@ class PlaceInReceptacleEnv(gym.Env):
         self.task: Task | None = None
         self._target = S.EE_HOME.copy()
         self._steps, self._closing = 0, False
-        self._sensing = None
         self.episode_seed: int | None = None
+        # Set by DomainRandomization: fn(env) applying placement / pre-placement on the nominal layout.
+        self.dr_layout_hook = None
+
+    # ------------------------------------------------------------------ DR hooks (see the module docstring)
+    def dr_scene(self, episode: bool = True):
+        """The ``SceneInfo`` for DR: the current episode's items, or (``episode=False``) every catalogue item."""
+        return self._scene_info(self.task if episode else None)
+
+    def mujoco_renderers(self) -> list:
+        return list(self._renderers.values())
 
     # ------------------------------------------------------------------ setup helpers
-    @staticmethod
-    def _make_randomizer(cfg):
-        if cfg is None:
-            return None
-        from realgap.randomization import Randomizer
-
-        return Randomizer(cfg)
-
     def _scene_info(self, task: Task | None):
         """What the randomizer may touch: at bind every catalogue item, per episode the present ones."""
         from realgap.randomization import SceneInfo
@@ -149,6 +154,7 @@ class PlaceInReceptacleEnv(gym.Env):
             object_joints={body_name(o): body_name(o) + "_free" for o in objects},
             cameras=CAMERAS,
             lights=("main",),
+            presence_rows={"object_state": OBJECT_ROW},  # sensing noise never touches flags / absent rows
         )
 
     @staticmethod
@@ -174,19 +180,13 @@ class PlaceInReceptacleEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
-        self.task = sample_task(self.episode_seed, self.object_pool, self.receptacle_pool)
+        self.task = make_task(self.episode_seed, self.object_pool, self.receptacle_pool, self.task_variant)
         m, d = self.model, self.data
         m.body_pos[:], m.body_quat[:] = self._rec_nominal  # receptacles back to their park poses
-
-        dr_params = {}
-        if self.randomizer is not None:  # DR hook 2: restore nominal model, apply model axes
-            dr_params |= self.randomizer.reset_model(m, self.episode_seed)
-            for renderer in self._renderers.values():
-                self.randomizer.upload_textures(m, renderer)
         mujoco.mj_resetData(m, d)  # objects at qpos0 (parked, pinned), warning counters cleared
         self._write_nominal_layout(self.task)
-        if self.randomizer is not None:  # DR hook 3: placement / pre-placement on the nominal layout
-            dr_params |= self.randomizer.reset_state(m, d, self.episode_seed, self._scene_info(self.task))
+        if self.dr_layout_hook is not None:  # DR: placement / pre-placement on the nominal layout
+            self.dr_layout_hook(self)
 
         self._target = S.EE_HOME.copy()
         d.qpos[self._ee_qadr] = self._target
@@ -195,18 +195,13 @@ class PlaceInReceptacleEnv(gym.Env):
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, nstep=S.N_SUBSTEPS)  # let objects settle onto the table
 
-        self._sensing = None
-        if self.randomizer is not None:  # DR hook 4: the episode's sensing channel
-            self._sensing = self.randomizer.sensing(self.episode_seed)
-            dr_params["sensing"] = self._sensing.params
         self._steps, self._closing = 0, False
-        info = {"task": self.task.to_dict(), "dr_params": dr_params, "episode_seed": self.episode_seed}
+        # dr_params: filled in by DomainRandomization (what every axis applied); empty without DR
+        info = {"task": self.task.to_dict(), "dr_params": {}, "episode_seed": self.episode_seed}
         return self._observe(), info
 
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(4), -1.0, 1.0)
-        if self._sensing is not None:
-            action = np.clip(np.asarray(self._sensing.act(action), dtype=np.float64), -1.0, 1.0)
         m, d = self.model, self.data
         ee = d.qpos[self._ee_qadr]
         target = self._target + action[:3] * MAX_EE_STEP
@@ -308,10 +303,9 @@ class PlaceInReceptacleEnv(gym.Env):
         if key not in self._renderers:
             self._renderers[key] = mujoco.Renderer(self.model, size, size)
             # No material reflects and shadow maps are sized 0: skip those passes (software GL pays per pass).
+            # A new context uploads the model's current (possibly randomized) textures itself.
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
                 self._renderers[key].scene.flags[flag] = 0
-            if self.randomizer is not None:
-                self.randomizer.upload_textures(self.model, self._renderers[key])
         renderer = self._renderers[key]
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
@@ -326,8 +320,6 @@ class PlaceInReceptacleEnv(gym.Env):
             for cam in self.cameras:
                 obs[f"image_{cam}"] = self._render(cam, self.image_size)
         obs["instruction"] = self.task.instruction
-        if self._sensing is not None:
-            obs = self._sensing.observe(obs)
         return obs
 
     def _object_state(self) -> np.ndarray:

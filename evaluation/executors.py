@@ -1,18 +1,28 @@
 """Executors run the suite's groups and yield ``(group, episodes)`` as each group finishes.
 
 - ``inline``: in this process (debugging).
-- ``local`` (default): a spawn pool, one worker per core, each with ``torch.set_num_threads(1)``.
+- ``local`` (default): a spawn pool, one worker per core.
 - ``ray``: one Ray actor per worker (``pip install realgap[ray]``); a local instance is started
   with ``num_cpus=workers`` unless one is already initialised (or ``ray_address`` is given).
 
-Each worker loads the policy once and then runs whole groups, so results do not depend on the executor.
+Every executor runs a group the same way: ``pinned_threads()`` (one torch/BLAS thread, so float
+results never depend on the thread count), the policy loaded once, then ``rollout.run_group``. So
+an episode's outcome is the same inline, in a pool of any size, or on Ray.
+
+Pool workers die with their parent: on Linux the kernel sends them SIGKILL when the process that
+started them dies (``PR_SET_PDEATHSIG``); elsewhere a thread watching the parent's sentinel exits.
+A ``kill -9`` of the suite therefore leaves no orphaned workers (nor the resource tracker, which
+exits once the last process holding its pipe is gone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Iterable, Iterator
 
@@ -22,44 +32,82 @@ from .policy_loader import load_policy
 from .rollout import Episode, GroupTask, run_group
 
 EXECUTORS = ("local", "inline", "ray")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _WORKER: dict = {}  # per-process state of a worker: its policy
 
 
-def make_env(env_id: str, kwargs: dict):
-    import gymnasium as gym
-
-    if env_id.startswith("realgap/"):
-        import realgap.envs  # noqa: F401  (registers the ids)
-    return gym.make(env_id, **kwargs)
-
-
 def _single_thread() -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    """One thread for torch and the BLAS libraries, for the rest of this (worker) process."""
+    for var in THREAD_VARS:
         os.environ[var] = "1"
     import torch
 
     torch.set_num_threads(1)
 
 
-def init_worker(policy_spec: str, policy_kwargs: dict) -> None:
+@contextlib.contextmanager
+def pinned_threads():
+    """``_single_thread()`` for the duration of a block, then the caller's settings again (inline)."""
+    import torch
+
+    saved_env = {var: os.environ.get(var) for var in THREAD_VARS}
+    saved_threads = torch.get_num_threads()
+    _single_thread()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit when ``parent_pid`` dies (a kill -9 of the suite included)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the parent died before the signal was armed
+                os._exit(1)
+            return
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        mp.connection.wait([parent.sentinel])  # readable once the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="realgap-parent-watch", daemon=True).start()
+
+
+def init_worker(policy_spec: str, policy_kwargs: dict, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     _single_thread()
     _WORKER["policy"] = load_policy(policy_spec, policy_kwargs)
 
 
 def work(task: GroupTask) -> tuple[int, list[Episode]]:
-    return task.group, run_group(task, _WORKER["policy"], make_env)
+    return task.group, run_group(task, _WORKER["policy"])
 
 
 def _inline(tasks, policy_spec, policy_kwargs, workers, ray_address) -> Iterator:
-    policy = load_policy(policy_spec, policy_kwargs)
-    for task in tasks:
-        yield task.group, run_group(task, policy, make_env)
+    with pinned_threads():  # the same settings as a pool worker, or outcomes could differ
+        policy = load_policy(policy_spec, policy_kwargs)
+        for task in tasks:
+            yield task.group, run_group(task, policy)
 
 
 def _local(tasks, policy_spec, policy_kwargs, workers, ray_address) -> Iterator:
     # A worker whose initializer fails breaks the pool (BrokenProcessPool) instead of respawning forever.
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                               initargs=(policy_spec, policy_kwargs))
+                               initargs=(policy_spec, policy_kwargs, os.getpid()))
     futures = [pool.submit(work, task) for task in tasks]
     try:
         for future in as_completed(futures):

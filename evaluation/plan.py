@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,8 +157,44 @@ def _condition(name: str, spec: Any) -> Condition:
             raise RealgapError(f"{field}.scale: expected a number >= 0, got {scale!r}")
         if rand is None:
             raise RealgapError(f"{field}.scale: needs a randomization to scale")
-        rand["scale"] = float(scale)
+        rand = _scale_enabled_axes(rand, float(scale), f"{field}.scale")
     return Condition(name, rand, copy.deepcopy(env_kwargs) or None)
+
+
+def _scale_enabled_axes(rand: dict, scale: float, field: str) -> dict:
+    """The randomization with ``scale`` applied to its enabled axes only (and global scale 1).
+
+    The Randomizer's global scale also scales, and so validates, the ranges of disabled axes: a
+    physics-only condition at scale 50 was refused because the disabled appearance range went negative.
+    Applying the scale here draws the same values for the enabled axes (a draw is lo + u*(hi-lo)).
+    """
+    from realgap.randomization.config import effective, validate
+    from realgap.randomization.randomizer import AXIS_PARAMS
+
+    cfg = validate({**rand, "scale": 1.0}, AXIS_PARAMS)  # the unscaled config must be valid as given
+    for name, axis in cfg["axes"].items():
+        if axis["enabled"]:
+            cfg["axes"][name] = effective(axis, AXIS_PARAMS[name], scale)
+    try:
+        return validate(cfg, AXIS_PARAMS)  # the scaled ranges must still be valid (no negative factors)
+    except RealgapError as e:
+        raise RealgapError(f"{field}: {scale:g} makes {e}") from None
+
+
+def check_env_id(env_id: str) -> None:
+    """The id must name a registered Gymnasium env (``module:Id`` imports ``module`` first, as gym.make does)."""
+    import gymnasium as gym
+
+    import realgap.envs  # noqa: F401  (registers the realgap/ ids)
+
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except Exception as e:  # ImportError, gymnasium's NameNotFound / VersionNotFound / Error
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RealgapError(f"suite.env.id: no Gymnasium env '{env_id}' ({type(e).__name__}: {first})") from e
 
 
 def _int(field: str, value: Any, low: int) -> int:
@@ -197,6 +234,7 @@ def build_plan(suite: dict, selection: list[str] | None) -> Plan:
     env = suite["env"]
     if not isinstance(env, dict) or not isinstance(env.get("id"), str):
         raise RealgapError("suite.env.id: missing (a Gymnasium id such as realgap/PlaceInReceptacle-v0)")
+    check_env_id(env["id"])
     env_kwargs = dict(env.get("kwargs") or {})
     if frames != "none":
         if env["id"].startswith("realgap/"):  # realgap's frames are its image observations

@@ -1,27 +1,50 @@
-"""Run one group of episodes: a batch of envs stepped in lockstep, one batched policy call per step.
+"""The one rollout loop: a batch of envs stepped in lockstep, one batched policy call per step.
+
+Every caller runs episodes through ``run_batch`` (or ``run_group``, which builds the envs with
+``realgap.envs.make`` first): the suite's executors, ``realgap collect``, ``realgap expert`` and
+training-time success checks (``realgap.policies.rollout``).
 
 A group is the unit of work of every executor. Its composition (condition, seeds) is fixed by the
 suite plan, never by the number of workers, so an episode's outcome is the same wherever it runs.
 
 Per-step layout of a returned episode (what the episode store keeps): T+1 rows for an episode of T
-env steps. Row t holds the observation o_t (``proprio``, ``object_state``, frames ``image_<cam>``)
-and the action a_t taken from it; the last row holds the final observation and a NaN action.
+env steps. Row t holds the observation o_t and the action a_t taken from it; the last row holds the
+final observation and a NaN action. Observations are stored whatever the env's space: every numeric
+array of a ``Dict`` observation under its own key (``proprio``, ``object_state``, ...; text such as
+``instruction`` is not an array), any other observation under ``obs``. Frames: the observation's
+``image_<cam>`` keys; an env without image observations but made with ``render_mode="rgb_array"``
+gives ``image_render`` from ``env.render()``.
 
-Faults end an episode instead of the suite; ``termination_reason`` says which:
-``policy_error`` (act() raised or returned a wrong shape), ``nan_action`` (non-finite action),
-``sim_error`` (reset/step raised), besides the env's own reasons (success, timeout, unstable, ...).
+Success is the env's ``info[success_key]`` (default ``is_success``). An episode ends as a success the
+first step that key is true, even where the env would go on (as LeRobot's and Meta-World's eval
+loops do); ``Episode.success_reported`` says whether the env reported the key at all.
+
+Faults end an episode instead of the suite; ``termination_reason`` says which, besides the env's own
+reasons (success, timeout, unstable, ...):
+- ``policy_error``: act() raised or returned a wrong shape. act() serves the whole batch, so one raise
+  ends every episode of the batch. Each of them is then offered to act() alone once: an episode
+  whose solo call works is ``collateral`` (info) -- it ended only because another slot raised.
+  ``suite.batch_envs=1`` isolates every episode.
+- ``nan_action``: a non-finite action.
+- ``action_out_of_range``: an action outside the env's ``Box`` action space (beyond 1e-6, float
+  rounding) with ``action_bounds="fault"`` (the default). With ``"clip"`` it is clipped instead and
+  the episode's ``clipped_steps`` counts how often.
+- ``sim_error``: reset/step raised.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-STATE_KEYS = ("proprio", "object_state")
+ACTION_BOUNDS = ("fault", "clip")
+BOUNDS_TOLERANCE = 1e-6
+FAULT_REASONS = ("policy_error", "nan_action", "action_out_of_range", "sim_error")  # the loop's own faults
 
 
 @dataclass(frozen=True)
@@ -30,10 +53,12 @@ class GroupTask:
     condition: str
     seeds: tuple[int, ...]
     env_id: str
-    env_kwargs: dict  # passed to gymnasium.make, randomization included
+    env_kwargs: dict  # realgap.envs.make kwargs: the env's own plus "randomization" (a DR config or None)
     frames: str = "none"  # none | failures | all
     frame_seeds: frozenset = field(default_factory=frozenset)  # seeds whose frames are always kept
     record_chunks: bool = False
+    success_key: str = "is_success"
+    action_bounds: str = "fault"  # fault | clip
 
 
 @dataclass
@@ -42,6 +67,8 @@ class Episode:
     seed: int
     steps: dict[str, np.ndarray]
     info: dict[str, Any]
+    success_reported: bool = False  # the env's info held the success key at some step (not stored)
+    info_keys: tuple[str, ...] = ()  # the keys of the env's last info (not stored; for error messages)
 
 
 def _error_text(e: BaseException) -> str:
@@ -58,97 +85,189 @@ class _Slot:
         self.rewards: list[float] = []
         self.chunks: list[tuple[int, np.ndarray]] = []  # (step, (K, horizon, action_dim))
         self.reset_info: dict = {}
+        self.instruction: str | None = None
         self.done = False
         self.success = False
         self.reason = ""
         self.error = ""
+        self.collateral = False
+        self.clipped = 0
+        self.reported = False
+        self.info_keys: tuple[str, ...] = ()
         self.end_time = 0.0
 
-    def observe(self, obs: dict, keys: Sequence[str]) -> None:
-        for k in keys:
-            self.rows.setdefault(k, []).append(np.asarray(obs[k]))
+    def observe(self, rows: dict[str, np.ndarray]) -> None:
+        for k, v in rows.items():
+            self.rows.setdefault(k, []).append(v)
 
     def finish(self, reason: str, success: bool = False, error: str = "") -> None:
         self.done, self.reason, self.success, self.error = True, reason, bool(success), error
         self.end_time = time.perf_counter()
 
 
-def _record_keys(obs: dict, frames: str) -> list[str]:
-    keys = [k for k in STATE_KEYS if k in obs]
-    if frames != "none":
-        keys += sorted(k for k in obs if k.startswith("image_"))
-    return keys
+def _is_array(v) -> bool:
+    return isinstance(v, (np.ndarray, np.number, int, float, bool)) and np.asarray(v).dtype.kind in "biuf"
 
 
-def _zero_obs(space, keys: Sequence[str]) -> dict:
-    return {k: np.zeros(space[k].shape, space[k].dtype) for k in keys if k in space.spaces}
+class _Recorder:
+    """Turns one env's observation into the rows the store keeps (see the module docstring)."""
+
+    def __init__(self, env, frames: str):
+        self.env, self.frames = env, frames
+        self.render = frames != "none" and getattr(env, "render_mode", None) == "rgb_array"
+
+    def rows(self, obs) -> dict[str, np.ndarray]:
+        if isinstance(obs, dict):
+            rows = {k: np.asarray(v) for k, v in obs.items()
+                    if _is_array(v) and (self.frames != "none" or not k.startswith("image_"))}
+        else:
+            rows = {"obs": np.asarray(obs)}
+        if self.render and not any(k.startswith("image_") for k in rows):
+            rows["image_render"] = np.asarray(self.env.render())
+        return rows
+
+    def zeros(self, like: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """Rows for an env whose reset failed: zeros shaped like another slot's, else like the space."""
+        if like:
+            return {k: np.zeros_like(v) for k, v in like.items()}
+        space = self.env.observation_space
+        if hasattr(space, "spaces") and isinstance(space.spaces, dict):
+            return {k: np.zeros(s.shape, s.dtype) for k, s in space.spaces.items()
+                    if getattr(s, "shape", None) is not None and getattr(s, "dtype", None) is not None
+                    and np.dtype(s.dtype).kind in "biuf" and (self.frames != "none" or not k.startswith("image_"))}
+        return {"obs": np.zeros(space.shape, space.dtype)}
 
 
-def run_group(task: GroupTask, policy, make_env: Callable[[str, dict], Any]) -> list[Episode]:
-    """Roll out every seed of ``task`` with ``policy``; returns one Episode per seed, in seed order."""
-    envs = [make_env(task.env_id, task.env_kwargs) for _ in task.seeds]
-    slots = [_Slot(s) for s in task.seeds]
-    t0 = time.perf_counter()
-    obs: list[dict | None] = [None] * len(envs)
-    keys: list[str] | None = None
-    action_dim = int(np.prod(envs[0].action_space.shape))
+def _bounds(env):
+    space = env.action_space
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None:
+        return None
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return None if not (np.isfinite(low).any() or np.isfinite(high).any()) else (low, high)
+
+
+def run_group(task: GroupTask, policy, make_env: Callable[..., Any] | None = None) -> list[Episode]:
+    """Build ``task``'s envs (``realgap.envs.make``), roll out every seed, close them; one Episode per seed."""
+    if make_env is None:
+        import realgap.envs as envs_mod
+
+        make_env = envs_mod.make
+    envs: list = []
     try:
-        for i, (env, slot) in enumerate(zip(envs, slots)):
-            try:
-                obs[i], slot.reset_info = env.reset(seed=int(slot.seed))
-                keys = keys or _record_keys(obs[i], task.frames)
-            except Exception as e:
-                slot.finish("sim_error", error=f"reset: {_error_text(e)}")
-        if keys is None:  # every reset failed: record zero observations so the episode still has a row
-            keys = [k for k in STATE_KEYS if k in envs[0].observation_space.spaces]
-        for i, slot in enumerate(slots):
-            if slot.done:
-                obs[i] = _zero_obs(envs[i].observation_space, keys)
-            slot.observe(obs[i], keys)
-
-        policy.reset([int(s) for s in task.seeds])
-        step = 0
-        while True:
-            active = [i for i, s in enumerate(slots) if not s.done]
-            if not active:
-                break
-            try:
-                actions = np.asarray(policy.act([obs[i] for i in active], active), dtype=np.float32)
-                if actions.shape != (len(active), action_dim):
-                    raise ValueError(f"act() returned shape {actions.shape}, expected {(len(active), action_dim)}")
-            except Exception as e:
-                for i in active:
-                    slots[i].finish("policy_error", error=f"step {step}: {_error_text(e)}")
-                break
-            if task.record_chunks:
-                chunks = getattr(policy, "last_chunks", None)
-                for j, i in enumerate(active):
-                    if chunks is not None and chunks[j] is not None:
-                        slots[i].chunks.append((step, np.asarray(chunks[j], np.float32)))
-            for j, i in enumerate(active):
-                slot, action = slots[i], actions[j]
-                if not np.all(np.isfinite(action)):
-                    slot.finish("nan_action", error=f"step {step}: non-finite action {action.tolist()}")
-                    continue
-                try:
-                    obs[i], reward, terminated, truncated, info = envs[i].step(action)
-                except Exception as e:
-                    slot.finish("sim_error", error=f"step {step}: {_error_text(e)}")
-                    continue
-                slot.actions.append(action)
-                slot.rewards.append(float(reward))
-                slot.observe(obs[i], keys)
-                if terminated or truncated:
-                    reason = info.get("termination_reason") or ("timeout" if truncated else "terminated")
-                    slot.finish(str(reason), success=bool(info.get("is_success", False)))
-            step += 1
+        with warnings.catch_warnings():  # inapplicable DR axes were reported once, by the suite's preflight
+            warnings.filterwarnings("ignore", message=r"randomization\.axes\.")
+            for _ in task.seeds:
+                envs.append(make_env(task.env_id, **task.env_kwargs))
+        return run_batch(envs, policy, task)
     finally:
         for env in envs:
             try:
                 env.close()
             except Exception:
                 traceback.print_exc()
+
+
+def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
+    """Roll out ``task.seeds[i]`` in ``envs[i]`` (at least as many envs as seeds) with ``policy``.
+
+    The envs are reset here and left open. Returns one Episode per seed, in seed order.
+    """
+    if task.action_bounds not in ACTION_BOUNDS:
+        raise ValueError(f"action_bounds: {task.action_bounds!r} is not one of {ACTION_BOUNDS}")
+    envs = list(envs)[: len(task.seeds)]
+    slots = [_Slot(s) for s in task.seeds]
+    recorders = [_Recorder(env, task.frames) for env in envs]
+    t0 = time.perf_counter()
+    obs: list = [None] * len(envs)
+    action_dim = int(np.prod(envs[0].action_space.shape))
+    bounds = _bounds(envs[0])
+    key = task.success_key
+
+    first: dict | None = None
+    for i, (env, slot) in enumerate(zip(envs, slots)):
+        try:
+            obs[i], slot.reset_info = env.reset(seed=int(slot.seed))
+            rows = recorders[i].rows(obs[i])
+            first = first or rows
+            slot.observe(rows)
+            slot.reported = key in slot.reset_info
+            if isinstance(obs[i], dict) and isinstance(obs[i].get("instruction"), str):
+                slot.instruction = obs[i]["instruction"]
+        except Exception as e:
+            slot.finish("sim_error", error=f"reset: {_error_text(e)}")
+    for i, slot in enumerate(slots):  # every episode has a first row, even one whose reset failed
+        if not slot.rows:
+            slot.observe(recorders[i].zeros(first))
+
+    policy.reset([int(s) for s in task.seeds])
+    step = 0
+    while True:
+        active = [i for i, s in enumerate(slots) if not s.done]
+        if not active:
+            break
+        try:
+            actions = np.asarray(policy.act([obs[i] for i in active], active), dtype=np.float32)
+        except Exception as e:
+            _policy_error(policy, obs, slots, active, f"step {step}: {_error_text(e)}")
+            break
+        if actions.shape != (len(active), action_dim):
+            for i in active:
+                slots[i].finish("policy_error", error=f"step {step}: act() returned shape {actions.shape}, "
+                                                      f"expected {(len(active), action_dim)}")
+            break
+        if task.record_chunks:
+            chunks = getattr(policy, "last_chunks", None)
+            for j, i in enumerate(active):
+                if chunks is not None and chunks[j] is not None:
+                    slots[i].chunks.append((step, np.asarray(chunks[j], np.float32)))
+        for j, i in enumerate(active):
+            slot, action = slots[i], actions[j]
+            if not np.all(np.isfinite(action)):
+                slot.finish("nan_action", error=f"step {step}: non-finite action {action.tolist()}")
+                continue
+            if bounds is not None:
+                low, high = bounds
+                if np.any(action < low - BOUNDS_TOLERANCE) or np.any(action > high + BOUNDS_TOLERANCE):
+                    if task.action_bounds == "fault":
+                        slot.finish("action_out_of_range", error=f"step {step}: action {action.tolist()} outside "
+                                                                 f"the action space [{low.tolist()}, {high.tolist()}]")
+                        continue
+                    slot.clipped += 1
+                action = np.clip(action, low, high).astype(np.float32)  # rounding excess never reaches the env
+            try:
+                obs[i], reward, terminated, truncated, info = envs[i].step(action)
+                rows = recorders[i].rows(obs[i])
+            except Exception as e:
+                slot.finish("sim_error", error=f"step {step}: {_error_text(e)}")
+                continue
+            slot.actions.append(action)
+            slot.rewards.append(float(reward))
+            slot.observe(rows)
+            slot.reported = slot.reported or key in info
+            slot.info_keys = tuple(info)
+            success = bool(info.get(key, False))
+            if success or terminated or truncated:
+                reason = info.get("termination_reason") or ("success" if success else "timeout" if truncated else "terminated")
+                slot.finish(str(reason), success=success)
+        step += 1
     return [_to_episode(task, slot, t0, action_dim) for slot in slots]
+
+
+def _policy_error(policy, obs: list, slots: list[_Slot], active: list[int], error: str) -> None:
+    """End every active episode as ``policy_error``; mark as collateral those whose solo act() works."""
+    solo_ok = {}
+    for i in active:  # the batch is over either way, so the policy's state no longer matters
+        try:
+            np.asarray(policy.act([obs[i]], [i]))
+            solo_ok[i] = True
+        except Exception:
+            solo_ok[i] = False
+    culprits = [i for i in active if not solo_ok[i]]
+    for i in active:
+        slots[i].finish("policy_error", error=error)
+        # no slot fails alone: the batch as a whole failed, so none is collateral
+        slots[i].collateral = bool(culprits) and solo_ok[i]
 
 
 def _keep_frames(task: GroupTask, slot: _Slot) -> bool:
@@ -181,15 +300,21 @@ def _to_episode(task: GroupTask, slot: _Slot, t0: float, action_dim: int) -> Epi
         "length": length,
         "termination_reason": slot.reason,
         "error": slot.error,
+        "collateral": slot.collateral,
         "wall_time_s": round(slot.end_time - t0, 4),
         "frames": keep and task.frames != "none",
         "task": slot.reset_info.get("task"),
         "dr_params": slot.reset_info.get("dr_params"),
     }
+    if slot.instruction is not None:
+        info["instruction"] = slot.instruction
+    if task.action_bounds == "clip":
+        info["clipped_steps"] = slot.clipped
     if task.record_chunks and slot.chunks:
         # data/chunks: the K chunks sampled at each replan row, NaN on the other rows
         chunks = np.full((length + 1, *slot.chunks[0][1].shape), np.nan, np.float32)
         for step, c in slot.chunks:
             chunks[step] = c
         steps["chunks"] = chunks
-    return Episode(task.condition, int(slot.seed), steps, info)
+    return Episode(task.condition, int(slot.seed), steps, info, success_reported=slot.reported,
+                   info_keys=slot.info_keys)

@@ -11,6 +11,7 @@ with a progress bar, appending finished episodes to the store, then build the re
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from tqdm import tqdm
 from realgap.errors import RealgapError
 
 from . import store as store_mod
-from .executors import EXECUTORS, execute, make_env
+from .executors import EXECUTORS, execute
 from .plan import Plan, build_plan
 from .policy_loader import load_policy
+from .rollout import FAULT_REASONS, Episode, _Recorder
 
 
 def _plain(cfg) -> dict:
@@ -36,29 +38,64 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tu
     A policy whose action shape does not fit the env, or an env config the env rejects, is bad
     input: it fails here with one line, before anything is written.
     """
+    import realgap.envs as envs
+
     frame_specs: dict[str, tuple[tuple, str]] = {}
     policy = load_policy(policy_spec, policy_kwargs)
     seed = int(plan.seeds[0])
     for i, cond in enumerate(plan.conditions):
         try:
-            env = make_env(plan.env_id, plan.env_kwargs_for(cond))
-        except RealgapError:
-            raise
+            env = envs.make(plan.env_id, **plan.env_kwargs_for(cond))
+        except RealgapError as e:
+            raise RealgapError(_field_of_env_error(str(e), plan, cond)) from e
         except Exception as e:
             raise RealgapError(f"suite.conditions.{cond.name}: the env rejects it ({type(e).__name__}: {e})") from e
         try:
             if i == 0:  # one real observation is enough to check the policy's shapes
                 obs, _ = env.reset(seed=seed)
                 if plan.frames != "none":
-                    frame_specs = {k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in obs.items() if k.startswith("image_")}
+                    rows = _Recorder(env, plan.frames).rows(obs)
+                    frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items() if k.startswith("image_")}
+                    if not frame_specs:
+                        raise RealgapError(f"suite.record_frames: {plan.env_id} gives no image observations and no "
+                                           f"env.render() frames (render_mode='rgb_array'); use record_frames=none")
                 _check_first_action(policy, policy_spec, obs, seed, env.action_space.shape, plan.env_id)
         finally:
             env.close()
     return frame_specs
 
 
-def _check_metadata(policy, policy_spec: str, obs: dict, shape: tuple) -> None:
+def _field_of_env_error(msg: str, plan: Plan, cond) -> str:
+    """Name the suite field behind an env/DR error (``env.id: ...`` -> ``suite.env.id: ...``)."""
+    field = msg.split(":", 1)[0].split(".")[0]
+    if msg.startswith("env."):
+        return f"suite.{msg}"
+    if msg.startswith("randomization"):
+        return f"suite.conditions.{cond.name}.{msg}"
+    if field in (cond.env_kwargs or {}):
+        return f"suite.conditions.{cond.name}.env_kwargs.{msg}"
+    if field in plan.env_kwargs:
+        return f"suite.env.kwargs.{msg}"
+    return msg
+
+
+def _check_success_key(plan: Plan, episodes: list[Episode]) -> bool:
+    """True once the env has reported ``info[success_key]``; a group of normally ended episodes
+    that never did is a one-line error (a success rate of 0 that means "never measured")."""
+    if any(ep.success_reported for ep in episodes):
+        return True
+    ended = [ep for ep in episodes if ep.info["termination_reason"] not in FAULT_REASONS]
+    if not ended:
+        return False
+    seen = sorted({k for ep in ended for k in ep.info_keys})
+    raise RealgapError(f"suite.success_key: {plan.env_id} never reported info['{plan.success_key}'] in "
+                       f"{len(ended)} episodes (its info keys: {', '.join(seen) or 'none'}); "
+                       f"set suite.success_key to the key it uses")
+
+
+def _check_metadata(policy, policy_spec: str, obs, shape: tuple) -> None:
     """Checkpoint policies declare their observation keys/shapes and action size: check them first."""
+    obs = obs if isinstance(obs, dict) else {"obs": obs}
     model = getattr(policy, "policy", policy)
     keys = [*getattr(model, "state_keys", []), *getattr(model, "image_keys", [])]
     missing = [k for k in keys if k not in obs]
@@ -111,7 +148,7 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     if not cfg.get("out"):
         raise RealgapError("out: missing (the output folder)")
     out = Path(cfg["out"]).expanduser()
-    mode = store_mod.check_output(out, resume, overwrite)
+    mode = store_mod.check_output(out, resume, overwrite, plan)  # a changed suite/policy fails here
     policy = suite["policy"] if isinstance(suite["policy"], dict) else {"spec": suite["policy"]}
     frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {})
 
@@ -124,8 +161,15 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
                disable=not progress, dynamic_ncols=True)
     results = execute(executor, todo, policy["spec"], policy.get("kwargs") or {}, min(workers, max(1, len(todo))),
                       cfg.get("ray_address"))
+    reported = False
     try:
         for _, episodes in results:
+            try:
+                reported = reported or _check_success_key(plan, episodes)
+            except RealgapError:
+                if mode != "resume" and not done:  # nothing was written: leave no half-made output
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
             new = [ep for ep in episodes if (ep.condition, ep.seed) not in done]  # on resume only the missing
             writer.append(new)
             done.update((ep.condition, ep.seed) for ep in new)
@@ -142,9 +186,14 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
 
 
 def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
-    out = run_suite(cfg, resume=resume, overwrite=overwrite)
     options = OmegaConf.to_container(cfg.get("report"), resolve=True) if cfg.get("report") else {}
-    if options.pop("enabled", True):
+    enabled = options.pop("enabled", True)
+    if enabled:  # bad report options must fail before the first rollout, not after the last
+        from .report import check_options
+
+        check_options(options, "report.")
+    out = run_suite(cfg, resume=resume, overwrite=overwrite)
+    if enabled:
         from .report import build_report
 
         index = build_report(out, options)

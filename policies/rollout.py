@@ -1,36 +1,27 @@
-"""A minimal lockstep rollout loop for training-time success checks (the evaluation package owns suites)."""
+"""Training-time success checks: seeded episodes through the shared rollout loop
+(``realgap.evaluation.rollout.run_batch``), ``batch`` envs in lockstep, reused across batches."""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 
 def rollout_success(make_env: Callable[[], object], policy, seeds: Sequence[int], batch: int = 10,
                     progress: bool = False) -> list[bool]:
-    """Run one episode per seed with ``policy`` (protocol: reset/act), ``batch`` envs in lockstep."""
+    """Run one episode per seed with ``policy`` (protocol: reset/act); returns each episode's success."""
+    from realgap.evaluation.rollout import GroupTask, run_batch
+
     results: list[bool] = []
     envs = [make_env() for _ in range(min(batch, len(seeds)))]
     bar = tqdm(total=len(seeds), desc="rollout", unit="ep", disable=not progress, leave=False)
     try:
         for lo in range(0, len(seeds), len(envs)):
-            group = [int(s) for s in seeds[lo: lo + len(envs)]]
-            policy.reset(group)
-            obs = [envs[i].reset(seed=s)[0] for i, s in enumerate(group)]
-            done = [False] * len(group)
-            success = [False] * len(group)
-            while not all(done):
-                slots = [i for i, d in enumerate(done) if not d]
-                actions = policy.act([obs[i] for i in slots], slots)
-                for i, a in zip(slots, actions):
-                    obs[i], _, terminated, truncated, info = envs[i].step(np.asarray(a, np.float32))
-                    if terminated or truncated:
-                        done[i] = True
-                        success[i] = bool(info.get("is_success", False))
-                        bar.update(1)
-            results.extend(success)
+            group = tuple(int(s) for s in seeds[lo: lo + len(envs)])
+            task = GroupTask(group=lo // len(envs), condition="train", seeds=group, env_id="", env_kwargs={})
+            results.extend(ep.info["success"] for ep in run_batch(envs, policy, task))
+            bar.update(len(group))
     finally:
         bar.close()
         for e in envs:

@@ -1,8 +1,10 @@
 """A tiny env and policies for the evaluation-harness tests (imported by spawned/Ray workers too).
 
 ``test_eval_fakes:FakeReach-v0``: move a point to a seeded goal in 3-D; success within 0.15, timeout
-after ``max_steps``. The randomization dict ``{"noise": s}`` perturbs the dynamics from the episode's
-own stream; ``{"explode_seed": k}`` makes episode k report an unstable sim.
+after ``max_steps``. It is a foreign env (no MuJoCo, so no realgap DR): its conditions differ by env
+kwargs. ``noise=s`` perturbs the dynamics from the episode's own stream; ``explode_seed=k`` makes
+episode k report an unstable sim. Frames: ``image_<cam>`` observations (``obs_mode`` with "image")
+or ``render()`` with ``render_mode="rgb_array"``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from realgap import seeding
 
 
 class FakeReachEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, obs_mode="state", randomization=None, max_steps=10, step_sleep=0.0, image_size=8, cameras=("front",)):
-        self.rand = dict(randomization or {})
+    def __init__(self, obs_mode="state", noise=0.0, explode_seed=None, max_steps=10, step_sleep=0.0, image_size=8,
+                 cameras=("front",), render_mode=None):
+        self.rand = {"noise": noise, "explode_seed": explode_seed}
         self.max_steps, self.step_sleep = max_steps, step_sleep
+        self.render_mode, self.image_size = render_mode, image_size
         self.images = "image" in obs_mode
         obs = {
             "proprio": spaces.Box(-10, 10, (8,), np.float32),
@@ -40,9 +44,15 @@ class FakeReachEnv(gym.Env):
         }
         for key, space in self.observation_space.spaces.items():
             if key.startswith("image_"):
-                level = int(np.clip(128 + 60 * self.pos[0], 0, 255))
-                obs[key] = np.full(space.shape, level, np.uint8)
+                obs[key] = self._picture()
         return obs
+
+    def _picture(self):
+        level = int(np.clip(128 + 60 * self.pos[0], 0, 255))
+        return np.full((self.image_size, self.image_size, 3), level, np.uint8)
+
+    def render(self):
+        return self._picture() if self.render_mode == "rgb_array" else None
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
@@ -106,7 +116,7 @@ def make_wrong_shape_policy():
 
 
 # ------------------------------------------------------------------ suite helpers for the tests
-FAKE_CONDITIONS = "{nominal:{randomization:null},noisy:{randomization:{noise:0.05}},explode:{randomization:{explode_seed:100003}}}"
+FAKE_CONDITIONS = "{nominal:{randomization:null},noisy:{env_kwargs:{noise:0.05}},explode:{env_kwargs:{explode_seed:100003}}}"
 
 
 def fake_suite_args(out, *extra, n=12, batch=4, env_kwargs="{obs_mode:state}", policy_kwargs="{}", frames="none"):

@@ -54,7 +54,7 @@ def test_report_of_a_missing_store_is_a_one_line_error(tmp_path, capsys):
 
 def _all_success_args(out, n):
     """A suite where nominal succeeds every time (noise-free seeker) and 'lost' never does."""
-    conds = "{nominal:{randomization:null},same:{randomization:{noise:0.0}},lost:{randomization:{noise:3.0}}}"
+    conds = "{nominal:{randomization:null},same:{env_kwargs:{noise:0.0}},lost:{env_kwargs:{noise:3.0}}}"
     args = fake_suite_args(out, "executor=inline", n=n, policy_kwargs="{noise:0.0}")
     return [f"+suite.conditions={conds}" if a.startswith("+suite.conditions=") else a for a in args]
 
