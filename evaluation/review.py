@@ -6,7 +6,8 @@
 
 It reads ``<out>/uncertainty/episodes.json`` and ``calibration.json`` (written by ``realgap
 uncertainty`` / ``realgap score``, schema in :mod:`realgap.evaluation.uncertainty`) and the episode
-store ``<out>/episodes.zarr`` (read-only: frames ``data/image_<cam>``, sampled chunks ``data/chunks``).
+store ``<out>/episodes.zarr`` (read-only: frames ``data/image_<cam>``, sampled chunks ``data/chunks``),
+or, for a folder written by ``realgap score`` of a logged store, the store that episodes.json names.
 
 The queue: flagged episodes first, by score (highest first), then a seeded random sample of the
 unflagged ones, so that the reviewer's verdicts also estimate what the flagger misses.
@@ -170,16 +171,21 @@ def load_suite(out: str | Path) -> Suite:
     if not out.is_dir():
         raise RealgapError(f"out: {out} is not a folder (a suite output, e.g. outputs/suite/default)")
     out = out.resolve()
+    unc = out / UNCERTAINTY_DIR
+    doc = _read_json(unc / "episodes.json", f"score the suite first: `realgap uncertainty out={out}`")
+    # A suite keeps its store beside uncertainty/; `realgap score` of a logged store names it instead.
     store_path = out / STORE_DIR
+    named = doc.get("store") if isinstance(doc, dict) else None
+    if not store_path.exists() and isinstance(named, str) and named:
+        store_path = (out / named).resolve()  # an absolute path stays as it is
     if not store_path.exists():
-        raise RealgapError(f"out: {store_path} does not exist (run `realgap suite out={out}` first)")
+        raise RealgapError(f"out: {out / STORE_DIR} does not exist and {unc / 'episodes.json'} names no existing "
+                           f"store (run `realgap suite out={out}` first)")
     store = ReplayBuffer.open(store_path, mode="r")
     try:
         infos = store.episode_infos()
     except Exception as e:
         raise RealgapError(f"{store_path}: unreadable episode_info ({type(e).__name__})") from e
-    unc = out / UNCERTAINTY_DIR
-    doc = _read_json(unc / "episodes.json", f"score the suite first: `realgap uncertainty out={out}`")
     scored = validate_scored(doc, len(infos), unc / "episodes.json")
     if not scored:
         raise RealgapError(f"{unc / 'episodes.json'}: no scored episodes")
@@ -187,7 +193,7 @@ def load_suite(out: str | Path) -> Suite:
         info = infos[idx]
         for key in ("condition", "seed"):
             if e[key] is not None and info.get(key) is not None and e[key] != info.get(key):
-                raise RealgapError(f"{unc / 'episodes.json'}: episode {idx} has {key} {e[key]!r} but the store "
+                raise RealgapError(f"{unc / 'episodes.json'}: episode {idx} has {key} {e[key]!r} but {store_path} "
                                    f"has {info.get(key)!r} (rescore the suite)")
     calibration = None
     if (unc / "calibration.json").exists():
@@ -504,6 +510,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
     server_version = "realgap-review"
     app: ReviewApp  # set on the subclass made by make_server
     quiet = True
+
+    def log_request(self, code="-", size="-"):  # only refusals and errors are worth a line
+        if not self.quiet and isinstance(code, int) and code >= 400:
+            super().log_request(code, size)
 
     def log_message(self, format, *args):  # noqa: A002 (the stdlib's name)
         if not self.quiet:

@@ -303,3 +303,23 @@ def test_a_missing_suite_folder_and_a_busy_port_are_one_line_errors(tmp_path):
     with serving(out) as (app, url):
         with pytest.raises(RealgapError, match="review.port"):
             review.make_server(app, "127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+
+def test_an_offline_score_folder_reviews_the_store_it_names(tmp_path):
+    """`realgap score` writes <out>/uncertainty/ only; episodes.json's "store" points at the logged store."""
+    suite = make_suite(tmp_path / "logged", n=5, flagged=(3,))
+    scored_out = tmp_path / "offline_score"
+    (suite / "uncertainty").rename(tmp_path / "unc")
+    scored_out.mkdir()
+    (tmp_path / "unc").rename(scored_out / "uncertainty")
+    with serving(scored_out) as (app, url):
+        assert app.suite.store.path == (suite / "episodes.zarr").resolve()
+        detail = json.loads(_get(url, "/api/episode/3")[1])
+        assert detail["n_frames"] == 10
+        assert _post(url, json.dumps({"episode": 3, "verdict": "benign"}))[0] == 200
+    assert (scored_out / "review" / "verdicts.json").exists() and not (suite / "review").exists()
+    doc = json.loads((scored_out / "uncertainty" / "episodes.json").read_text())
+    doc["store"] = str(tmp_path / "gone.zarr")
+    (scored_out / "uncertainty" / "episodes.json").write_text(json.dumps(doc))
+    with pytest.raises(RealgapError, match="names no existing store"):
+        review.ReviewApp(scored_out)

@@ -103,8 +103,8 @@ async function select(episode) {
   $("frame-slider").max = state.maxT;
   $("frame").hidden = d.n_frames === 0;
   $("no-frames").hidden = d.n_frames > 0;
-  $("no-frames").textContent = "No frames stored for this episode (the suite's record_frames setting " +
-    "kept none); the trace and chunks are still shown.";
+  $("no-frames").textContent = "No frames stored for this episode (suite.record_frames keeps them for " +
+    "failures, or for none); the trace and chunks are still shown.";
   $("video").innerHTML = "";
   if (d.report_video) {
     const a = document.createElement("a");
@@ -181,13 +181,12 @@ function drawTrace() {
   if (d.alarm_step !== null) vline(d.alarm_step, "#d00", "alarm");
   if (d.failure_step !== null && d.failure_step !== undefined && !d.success) vline(d.failure_step, "#80c", "failure");
   g.strokeStyle = "#1f5fbf"; g.fillStyle = "#1f5fbf"; g.lineWidth = 1.5;
-  g.beginPath();
-  let started = false;
-  for (const [s, v] of d.trace) {
-    if (v === null) { started = false; continue; }
-    if (!started) { g.moveTo(X(s), Y(v)); started = true; } else g.lineTo(X(s), Y(v));
-  }
-  g.stroke();
+  // a replan's score holds until the next replan: draw steps, not interpolated lines
+  d.trace.forEach(([s, v], i) => {
+    if (v === null) return;
+    const next = i + 1 < d.trace.length ? d.trace[i + 1][0] : Math.max(s + 1, d.length ?? s + 1);
+    g.beginPath(); g.moveTo(X(s), Y(v)); g.lineTo(X(next), Y(v)); g.stroke();
+  });
   for (const [s, v] of d.trace) if (v !== null) { g.beginPath(); g.arc(X(s), Y(v), 2.5, 0, 7); g.fill(); }
   vline(state.t, "#0a0", null);
   cv.onclick = (ev) => seek((ev.offsetX - L) / (W - L - R) * xmax);
