@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "realgap.policies.train:main", "train a chunked diffusion policy"),
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
+    "grounding": ("grounding", "realgap.evaluation.grounding:main", "does the policy follow the named object or a memorized place?"),
     "ablate": ("ablate", "realgap.evaluation.ablation_run:main", "leave-one-axis-out DR study: which axis buys transfer, which is a placebo"),
     "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
     "uncertainty": ("uncertainty", "realgap.evaluation.uncertainty_run:main", "calibrate + score chunk-disagreement uncertainty of a suite -> <out>/uncertainty/"),
@@ -28,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 FLAGS = {"--resume", "--overwrite", "--cfg", "--help"}
 FLAG_KEYS = {"policy": "checkpoint"}  # `policy` is the Hydra group of policy configs, so --policy sets `checkpoint`
+# per command: override keys that collide with a Hydra group name (`realgap grounding policy=<spec>`)
+OVERRIDE_KEYS = {"grounding": {"policy": "policy_spec"}}
 
 
 def flag_overrides(argv: list[str]) -> list[str]:
@@ -73,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume and args.overwrite:
             raise RealgapError("--resume and --overwrite exclude each other")
-        cfg = compose(config_name, args.overrides)
+        renames = OVERRIDE_KEYS.get(args.command, {})
+        overrides = [renames[o.split("=")[0]] + "=" + o.partition("=")[2] if o.split("=")[0] in renames else o
+                     for o in args.overrides]
+        cfg = compose(config_name, overrides)
         if args.cfg:
             from omegaconf import OmegaConf
 
