@@ -24,8 +24,31 @@ from . import stats
 from .store import STORE_DIR, SUITE_FILE, open_store
 
 # Reasons that mean "something broke", as opposed to the task being failed (timeout) or solved.
-FAULT_REASONS = ("policy_error", "nan_action", "sim_error", "unstable")
+FAULT_REASONS = ("policy_error", "nan_action", "action_out_of_range", "sim_error", "unstable")
+FAULTS_IN_RATES = ("Faulted episodes stay in every rate: each counts as one episode that did not succeed "
+                   "(success rate, paired differences and McNemar count it as a failure; mean length uses the "
+                   "steps it ran). They are never dropped, so a fault lowers a rate instead of hiding.")
 DEFAULTS = {"videos_per_condition": 2, "fps": 20, "bootstrap_n": 10_000, "bootstrap_seed": 0, "baseline": None}
+
+
+def check_options(options: dict, prefix: str = "") -> dict:
+    """Validate report options up front (``realgap suite`` calls this before its first rollout)."""
+    options = {**DEFAULTS, **(options or {})}
+
+    def integer(key: str, low: int) -> None:
+        v = options[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise RealgapError(f"{prefix}{key}: expected an integer >= {low}, got {v!r}")
+
+    integer("videos_per_condition", 0)
+    integer("bootstrap_n", 1)
+    integer("bootstrap_seed", 0)
+    fps = options["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        raise RealgapError(f"{prefix}fps: expected a number in (0, 1000], got {fps!r}")
+    if options["baseline"] is not None and not isinstance(options["baseline"], str):
+        raise RealgapError(f"{prefix}baseline: expected a condition name or null, got {options['baseline']!r}")
+    return options
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -90,7 +113,7 @@ def summarize(meta: dict, infos: list[dict], options: dict) -> dict:
             cmp = stats.compare_paired(base, other, seed=int(options["bootstrap_seed"]), n_boot=int(options["bootstrap_n"]))
             comparisons.append({"condition": c, "baseline": baseline, **cmp.as_dict()})
     faults = [
-        {k: e.get(k) for k in ("condition", "seed", "termination_reason", "length", "error", "index")}
+        {k: e.get(k) for k in ("condition", "seed", "termination_reason", "length", "error", "collateral", "index")}
         for c in conds for e in by_cond[c] if e["termination_reason"] in FAULT_REASONS
     ]
     return {
@@ -104,6 +127,9 @@ def summarize(meta: dict, infos: list[dict], options: dict) -> dict:
         "comparisons": comparisons,
         "faults": faults,
         "fault_counts": {r: sum(f["termination_reason"] == r for f in faults) for r in FAULT_REASONS},
+        # policy_error episodes that ended only because another slot of their batch raised in act()
+        "collateral": sum(bool(f.get("collateral")) for f in faults),
+        "faults_in_rates": FAULTS_IN_RATES,
     }
 
 
@@ -262,7 +288,8 @@ def write_html(path: Path, summary: dict, images: dict[str, str], videos: list[d
                   ", ".join(f"{k}: {v}" for k, v in r["termination_reasons"].items())] for r in s["conditions"]]
     cmp_rows = [[c["condition"], c["n_pairs"], c["only_base"], c["only_other"], _ci(c["difference"], True),
                  f"{c['p_value']:.3g}"] for c in s["comparisons"]]
-    fault_rows = [[f["condition"], f["seed"], f["termination_reason"], f["length"], f["error"]] for f in s["faults"]]
+    fault_rows = [[f["condition"], f["seed"], f["termination_reason"] + (" (collateral)" if f.get("collateral") else ""),
+                   f["length"], f["error"]] for f in s["faults"]]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>realgap suite report</title><style>",
         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}",
@@ -286,7 +313,12 @@ def write_html(path: Path, summary: dict, images: dict[str, str], videos: list[d
     if "difference" in images:
         parts.append(f'<img src="data:image/png;base64,{images["difference"]}">')
     counts = ", ".join(f"{k}: {v}" for k, v in s["fault_counts"].items())
-    parts.append(f"<h2>Faulted episodes ({len(s['faults'])})</h2><p>{html.escape(counts)}</p>")
+    parts.append(f"<h2>Faulted episodes ({len(s['faults'])})</h2><p>{html.escape(counts)}</p>"
+                 f"<p>{html.escape(s['faults_in_rates'])}</p>")
+    if s["collateral"]:
+        parts.append(f"<p>{s['collateral']} of the policy_error episodes are collateral: act() serves a whole batch, "
+                     "so one raise ended every episode of it, and these ran fine when offered to act() alone. "
+                     "Rerun with <code>suite.batch_envs=1</code> to isolate faults.</p>")
     if fault_rows:
         parts.append(_table(["condition", "seed", "reason", "length", "error"], fault_rows))
     parts.append(f"<h2>Videos ({len(videos)})</h2>")
@@ -297,7 +329,7 @@ def write_html(path: Path, summary: dict, images: dict[str, str], videos: list[d
 
 def build_report(out: Path, options: dict | None = None) -> Path:
     """Rebuild ``<out>/report`` from the store; returns the path of ``index.html``."""
-    options = {**DEFAULTS, **(options or {})}
+    options = check_options(options)
     out = Path(out)
     meta, infos, store = load(out)
     summary = summarize(meta, infos, options)
@@ -324,7 +356,7 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     cfg = OmegaConf.to_container(cfg, resolve=True)
     if not cfg.get("out"):
         raise RealgapError("out: missing (the suite output folder, e.g. out=outputs/suite/default)")
-    options = {k: v for k, v in cfg.items() if k in DEFAULTS}
+    options = check_options({k: v for k, v in cfg.items() if k in DEFAULTS})
     index = build_report(Path(cfg["out"]), options)
     print(f"report: {index}")
     return 0

@@ -85,8 +85,9 @@ gym.register("FakeReach-v0", entry_point=FakeReachEnv)
 class GoalSeeker:
     """Heads for the goal with seeded noise; per-slot randomness comes from the episode seed only."""
 
-    def __init__(self, noise=0.8, fail_seed=None, nan_seed=None, action_dim=4):
+    def __init__(self, noise=0.8, fail_seed=None, nan_seed=None, big_seed=None, action_dim=4):
         self.noise, self.fail_seed, self.nan_seed, self.n_out = noise, fail_seed, nan_seed, action_dim
+        self.big_seed = big_seed  # this seed's second action is 1e6 (far outside the action space)
 
     def reset(self, episode_seeds):
         self.seeds = list(episode_seeds)
@@ -103,6 +104,8 @@ class GoalSeeker:
                 raise RuntimeError(f"policy blew up on seed {self.fail_seed}")
             if self.seeds[i] == self.nan_seed and self.t[i] == 1:
                 out[j] = np.nan
+            if self.seeds[i] == self.big_seed and self.t[i] == 1:
+                out[j, 0] = 1e6
             self.t[i] += 1
         return out
 
@@ -113,6 +116,20 @@ def make_policy(**kwargs):
 
 def make_wrong_shape_policy():
     return GoalSeeker(action_dim=7)
+
+
+class Idle:
+    """Never moves (zeros), so every episode runs until the env's time limit."""
+
+    def reset(self, episode_seeds):
+        pass
+
+    def act(self, obs, slots):
+        return np.zeros((len(slots), 4), np.float32)
+
+
+def make_idle_policy():
+    return Idle()
 
 
 # ------------------------------------------------------------------ suite helpers for the tests

@@ -48,17 +48,59 @@ def test_faulty_policy_and_sim_are_recorded_and_the_suite_goes_on(tmp_path):
         assert eps[(cond, 100002)][0]["termination_reason"] == "nan_action"
         assert eps[(cond, 100005)][0]["termination_reason"] == "policy_error"
         assert "blew up" in eps[(cond, 100005)][0]["error"]
-        # act() raised for the whole batch (seeds 100004-100007 are one group): all recorded as policy errors
-        assert eps[(cond, 100006)][0]["termination_reason"] == "policy_error"
+        # act() raised for the whole batch (seeds 100004-100007 are one group): all recorded as policy errors,
+        # the slots that work alone as collateral, the raising one not
+        for seed in (100004, 100006, 100007):
+            assert eps[(cond, seed)][0]["termination_reason"] == "policy_error"
+            assert eps[(cond, seed)][0]["collateral"] is True
+        assert eps[(cond, 100005)][0]["collateral"] is False
         assert eps[(cond, 100001)][0]["termination_reason"] in ("success", "timeout")
     assert eps[("explode", 100003)][0]["termination_reason"] == "unstable"
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["fault_counts"]["nan_action"] == 3
     assert summary["fault_counts"]["policy_error"] == 12
     assert summary["fault_counts"]["unstable"] == 1
+    assert summary["collateral"] == 9
     listed = {(f["condition"], f["seed"]) for f in summary["faults"]}
     assert ("explode", 100003) in listed and ("noisy", 100002) in listed
-    assert "policy_error" in (out / "report" / "index.html").read_text()
+    html = (out / "report" / "index.html").read_text()
+    assert "policy_error" in html and "9 of the policy_error episodes are collateral" in html
+    assert "batch_envs=1" in html and "counts as one episode that did not succeed" in html
+
+
+def test_actions_outside_the_action_space_are_a_fault_or_clipped_and_counted(tmp_path):
+    """A 1e6 action is flagged (action_out_of_range), never silently clipped into a timeout."""
+    out = tmp_path / "fault"
+    assert main(fake_suite_args(out, "executor=inline", policy_kwargs="{big_seed:100001}", n=4)) == 0
+    eps = episodes_by_key(out)
+    for cond in ("nominal", "noisy", "explode"):
+        info, steps = eps[(cond, 100001)]
+        assert info["termination_reason"] == "action_out_of_range" and not info["success"]
+        assert "1000000.0" in info["error"] and info["length"] == 1  # ended before the bad action ran
+        assert eps[(cond, 100000)][0]["termination_reason"] in ("success", "timeout")
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["fault_counts"]["action_out_of_range"] == 3
+
+    out = tmp_path / "clip"
+    assert main(fake_suite_args(out, "executor=inline", "report.enabled=false", "suite.action_bounds=clip",
+                                policy_kwargs="{big_seed:100001}", n=4)) == 0
+    eps = episodes_by_key(out)
+    for cond in ("nominal", "noisy", "explode"):
+        info, steps = eps[(cond, 100001)]
+        assert info["termination_reason"] != "action_out_of_range" and info["clipped_steps"] == 1
+        assert steps["action"][1, 0] == 1.0  # what the env executed is what is stored
+        assert eps[(cond, 100000)][0]["clipped_steps"] == 0
+
+
+def test_env_max_episode_steps_above_100_reaches_the_realgap_env(tmp_path):
+    out = tmp_path / "o"
+    args = ["suite", f"out={out}", "executor=inline", "conditions=[nominal]", "suite.seeds.n=2",
+            "suite.policy.spec=test_eval_fakes:make_idle_policy", "suite.record_frames=none",
+            "suite.env.kwargs.max_episode_steps=150", "report.enabled=false"]
+    assert main(args) == 0
+    eps = episodes_by_key(out)
+    assert [info["length"] for info, _ in eps.values()] == [150, 150]
+    assert all(info["termination_reason"] == "timeout" for info, _ in eps.values())
 
 
 @pytest.mark.parametrize(
@@ -70,6 +112,8 @@ def test_faulty_policy_and_sim_are_recorded_and_the_suite_goes_on(tmp_path):
         (["suite.batch_envs=0"], "suite.batch_envs"),
         (["suite.record_frames=some"], "suite.record_frames"),
         (["executor=slurm"], "executor"),
+        (["suite.action_bounds=wrap"], "suite.action_bounds"),
+        (["suite.success_key=''"], "suite.success_key"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, needle):
