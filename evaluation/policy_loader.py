@@ -29,9 +29,26 @@ def checkpoint_path(spec: str) -> Path | None:
 
 
 def load_policy(spec: str, kwargs: dict | None = None) -> Any:
-    kwargs = dict(kwargs or {})
     if not isinstance(spec, str) or not spec:
         raise RealgapError(f"suite.policy.spec: expected 'expert', a checkpoint path or 'module:factory', got {spec!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise RealgapError(f"suite.policy.kwargs: expected a mapping, got {kwargs!r}")
+    try:
+        policy = _construct(spec, dict(kwargs or {}))
+    except RealgapError:
+        raise
+    except TypeError as e:  # almost always a keyword the constructor does not take
+        raise RealgapError(f"suite.policy.kwargs: '{spec}' does not accept {dict(kwargs or {})} ({e})") from e
+    except Exception as e:  # a user's factory failing is bad input, not a crash of realgap
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RealgapError(f"suite.policy.spec: '{spec}' raised {type(e).__name__}: {first}") from e
+    for method in ("reset", "act"):
+        if not callable(getattr(policy, method, None)):
+            raise RealgapError(f"suite.policy.spec: '{spec}' has no {method}() (see realgap.policies.protocol)")
+    return policy
+
+
+def _construct(spec: str, kwargs: dict) -> Any:
     if spec == "expert":
         from realgap.envs.expert import ScriptedExpert
 
@@ -49,7 +66,4 @@ def load_policy(spec: str, kwargs: dict | None = None) -> Any:
         policy = factory(**kwargs)
     else:
         raise RealgapError(f"suite.policy.spec: '{spec}' is not 'expert', an existing checkpoint, or 'module:factory'")
-    for method in ("reset", "act"):
-        if not callable(getattr(policy, method, None)):
-            raise RealgapError(f"suite.policy.spec: '{spec}' has no {method}() (see realgap.policies.protocol)")
     return policy

@@ -130,7 +130,11 @@ def load_diffusion(path: str | Path, observation_space=None, action_space=None) 
     if not path.is_dir():
         raise RealgapError(f"{path}: policy checkpoint directory does not exist")
     policy = build_policy(_read_json(path / "policy.json"), str(path / "policy.json"))
-    _load_into(policy, _read_tensors(path / "model.safetensors"), str(path / "model.safetensors"))
+    tensors = _read_tensors(path / "model.safetensors")
+    try:
+        _load_into(policy, tensors, "model.safetensors")
+    except RealgapError as e:  # policy.json describes the network; weights that don't fit it mean a wrong json
+        raise RealgapError(f"{path / 'policy.json'}: config/shapes do not match the weights ({e})") from None
     if observation_space is not None or action_space is not None:
         check_spaces(policy, observation_space, action_space, where=str(path / "policy.json"))
     return policy.eval()

@@ -21,9 +21,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "realgap.policies.train:main", "train a chunked diffusion policy"),
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
-    "grounding": ("grounding", "realgap.evaluation.grounding:main", "does the policy follow the named object or a memorized place?"),
     "ablate": ("ablate", "realgap.evaluation.ablation_run:main", "leave-one-axis-out DR study: which axis buys transfer, which is a placebo"),
+    "grounding": ("grounding", "realgap.evaluation.grounding:main", "does the policy follow the named object or a memorized place?"),
     "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
+    "verify": ("verify", "realgap.evaluation.store:verify_main", "check every chunk of an episode store (checksums, missing chunks)"),
     "uncertainty": ("uncertainty", "realgap.evaluation.uncertainty_run:main", "calibrate + score chunk-disagreement uncertainty of a suite -> <out>/uncertainty/"),
     "score": ("score", "realgap.evaluation.uncertainty_run:score_main", "score logged episodes offline (--episodes <store> --policy <checkpoint>)"),
 }
@@ -62,6 +63,100 @@ def compose(config_name: str, overrides: list[str]):
         raise RealgapError(f"config '{config_name}': {first}") from e
 
 
+# Mappings whose keys are the user's to choose (each owner validates them): policy/env kwargs, a suite's
+# named conditions, a randomization config (realgap.randomization validates every key).
+OPEN_KEYS = {"kwargs", "env_kwargs", "conditions", "randomization"}
+# Keys a config group accepts beyond those its yaml lists: "module:NAME" of a dict of defaults.
+EXTRA_KEYS = {"policy": "realgap.policies.diffusion:DEFAULTS"}
+_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+          (list, "a list"), (dict, "a mapping"))
+
+
+def _fits(default, value) -> bool:
+    """Whether ``value`` may replace ``default`` (the yaml's value decides the type; null = any)."""
+    if default is None or default == "???":
+        return True
+    if value is None:  # null switches off a text/list/mapping setting, never a number or a switch
+        return not isinstance(default, (bool, int, float))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return not isinstance(value, (dict, list))
+    return isinstance(value, type(default))
+
+
+def _lookup(tree, path: list[str]):
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def _extra_keys(path: list[str]) -> set:
+    target = EXTRA_KEYS.get(path[0]) if len(path) == 2 else None
+    if not target:
+        return set()
+    module, attr = target.split(":")
+    return set(getattr(importlib.import_module(module), attr))
+
+
+def _check_value(path: list[str], default, value) -> None:
+    field = ".".join(path)
+    if not _fits(default, value):
+        kind = next(name for t, name in _TYPES if isinstance(default, t))
+        raise RealgapError(f"{field}: expected {kind}, got {value!r}")
+    if path[-1] in OPEN_KEYS or not isinstance(default, dict) or not isinstance(value, dict):
+        return
+    for key, sub in value.items():
+        if key in default:
+            _check_value([*path, key], default[key], sub)
+        elif key not in _extra_keys([*path, key]):
+            raise RealgapError(f"{field}.{key}: unknown key (known: {', '.join(map(str, default)) or 'none'})")
+
+
+def check_overrides(config_name: str, overrides: list[str], cfg) -> None:
+    """Reject unknown and ill-typed keys: Hydra lets ``+suite.bogus=1`` and ``train.steps=abc`` through.
+
+    Each override is checked against the same config composed without value overrides (group
+    choices such as ``suite=...`` or ``policy=...`` kept), so the yaml's own values set the types.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="realgap.conf", version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            is_group = [bool(loader.get_group_options(o.key_or_group)) for o in parsed]
+            base = hydra_compose(config_name=config_name,
+                                 overrides=[text for text, group in zip(overrides, is_group) if group])
+    finally:
+        GlobalHydra.instance().clear()
+    base = OmegaConf.to_container(base, resolve=False)
+    new = OmegaConf.to_container(cfg, resolve=False)
+    for o, group in zip(parsed, is_group):
+        path = o.key_or_group.split(".")
+        if group or o.is_delete() or any(part in OPEN_KEYS for part in path[:-1]):
+            continue  # inside a user's mapping (kwargs, conditions, randomization) its owner validates
+        found, default = _lookup(base, path)
+        _, value = _lookup(new, path)
+        if found:
+            _check_value(path, default, value)
+        elif path[-1] not in _extra_keys(path):
+            known = _lookup(base, path[:-1])[1]
+            known = ", ".join(map(str, known)) if isinstance(known, dict) else "none"
+            raise RealgapError(f"{'.'.join(path)}: unknown key (known: {known})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="realgap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [renames[o.split("=")[0]] + "=" + o.partition("=")[2] if o.split("=")[0] in renames else o
                      for o in args.overrides]
         cfg = compose(config_name, overrides)
+        check_overrides(config_name, overrides, cfg)
         if args.cfg:
             from omegaconf import OmegaConf
 
