@@ -658,7 +658,7 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not cfg.get("out"):
+    if cfg.get("out") in (None, "", "???"):
         raise RealgapError("out: missing (a scored suite folder, e.g. out=outputs/suite/default)")
     opts = _options(cfg)
     app = ReviewApp(cfg["out"], opts)

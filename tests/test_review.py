@@ -218,7 +218,7 @@ def test_writes_are_atomic_and_locked(suite, monkeypatch):
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); from test_review_fakes import "
          "hammer_verdicts as h; go = lambda: (print('ready', flush=True), sys.stdin.readline()); "
-         "sys.exit(min(h(sys.argv[1], 1, 25, go), 100))", str(suite), str(Path(__file__).parent)],
+         "sys.exit(min(h(sys.argv[1], 1, 15, go), 100))", str(suite), str(Path(__file__).parent)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
 
@@ -226,10 +226,10 @@ def test_writes_are_atomic_and_locked(suite, monkeypatch):
         child.stdin.write("go\n")
         child.stdin.flush()
 
-    assert hammer_verdicts(suite, 0, 25, go) == 0
+    assert hammer_verdicts(suite, 0, 15, go) == 0
     assert child.wait(60) == 0, "the other process lost verdicts"
     final = app.verdicts.load()
-    assert set(final) == set(episodes) and {v["note"] for v in final.values()} == {"writer 0 round 24", "writer 1 round 24"}
+    assert set(final) == set(episodes) and {v["note"] for v in final.values()} == {"writer 0 round 14", "writer 1 round 14"}
 
     # a crash between writing the temporary file and the rename keeps the old file, leaves no temp file
     before = app.verdicts.path.read_bytes()
@@ -323,3 +323,21 @@ def test_an_offline_score_folder_reviews_the_store_it_names(tmp_path):
     (scored_out / "uncertainty" / "episodes.json").write_text(json.dumps(doc))
     with pytest.raises(RealgapError, match="names no existing store"):
         review.ReviewApp(scored_out)
+
+
+def test_the_cli_serves_until_interrupted(suite):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "realgap", "review", f"out={suite}", "review.port=0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert "4 flagged + 8 sampled unflagged" in lines[0]
+        url = lines[1].split("open ")[1].split("/ ")[0]
+        assert url.startswith("http://127.0.0.1:")
+        status, body = _get(url, "/api/queue")
+        assert status == 200 and json.loads(body)["n_flagged"] == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(20)
+    assert rc == 0 and "every verdict is saved" in proc.stdout.read()
