@@ -402,7 +402,8 @@ class ReviewApp:
 
     def frames(self, episode: int) -> np.ndarray | None:
         """(T+1, H, W*cams, 3) uint8 of one episode (cameras side by side), None without stored frames."""
-        if not self.image_keys or not self.suite.infos[episode].get("frames"):
+        # a suite says which episodes kept frames (the others are zeros); a logged store has them all
+        if not self.image_keys or self.suite.infos[episode].get("frames", True) is False:
             return None
         with self._store_lock:
             if episode in self._frames:
@@ -451,7 +452,7 @@ class ReviewApp:
         frames = self.frames(episode)
         n_frames = 0 if frames is None else int(len(frames))
         video = None
-        if info.get("frames"):  # a video the report already wrote for this episode
+        if n_frames:  # a video the report already wrote for this episode
             outcome = "success" if info.get("success") else info.get("termination_reason")
             for ext in ("webm", "mp4"):
                 rel = f"report/videos/{info.get('condition')}_seed{info.get('seed')}_{outcome}.{ext}"
@@ -471,12 +472,10 @@ class ReviewApp:
     def queue_state(self) -> dict:
         verdicts = self.verdicts.load()
         cal = self.suite.calibration or {}
-        threshold = cal.get("threshold", self.suite.meta.get("threshold"))
         return _json_safe({
             "suite": self.suite.name, "out": str(self.suite.out),
             "calibration": {k: cal.get(k, self.suite.meta.get(k)) for k in
-                            ("score", "aggregate", "threshold", "alpha", "n", "k_samples", "policy", "policy_digest")}
-            | {"threshold": threshold},
+                            ("score", "aggregate", "threshold", "alpha", "n", "k_samples", "policy", "policy_digest")},
             "n_scored": len(self.suite.scored), "n_flagged": sum(e["flagged"] for e in self.suite.scored.values()),
             "items": [{**q, "verdict": (verdicts.get(q["episode"]) or {}).get("verdict")} for q in self.queue],
             "summary": precision_summary(self.queue, verdicts),

@@ -316,6 +316,9 @@ def test_an_offline_score_folder_reviews_the_store_it_names(tmp_path):
         assert app.suite.store.path == (suite / "episodes.zarr").resolve()
         detail = json.loads(_get(url, "/api/episode/3")[1])
         assert detail["n_frames"] == 10
+        app.suite.infos[3].pop("frames")  # a robot log has no info.frames: its frames are all real
+        app._frames.clear()
+        assert json.loads(_get(url, "/api/episode/3")[1])["n_frames"] == 10
         assert _post(url, json.dumps({"episode": 3, "verdict": "benign"}))[0] == 200
     assert (scored_out / "review" / "verdicts.json").exists() and not (suite / "review").exists()
     doc = json.loads((scored_out / "uncertainty" / "episodes.json").read_text())
