@@ -36,7 +36,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -70,6 +69,9 @@ STATIC = {"index.html": "text/html; charset=utf-8", "review.js": "text/javascrip
 CSV_FIELDS = ("queue_position", "kind", "episode", "condition", "seed", "success", "termination_reason",
               "flagged", "score", "alarm_step", "verdict", "note", "time")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# /files/ content types; HTML is sent as text so a stored page cannot run script on this origin
+FILE_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png", ".gif": "image/gif",
+              ".json": "application/json", ".csv": "text/csv", ".txt": "text/plain", ".html": "text/plain"}
 
 
 class VerdictError(ValueError):
@@ -298,7 +300,8 @@ class VerdictStore:
         if not self.path.exists():
             return {}
         doc = _read_json(self.path, "verdicts")
-        if not isinstance(doc, dict) or doc.get("format") != VERDICT_FORMAT or not isinstance(doc.get("verdicts"), dict):
+        ok = isinstance(doc, dict) and doc.get("format") == VERDICT_FORMAT and isinstance(doc.get("verdicts"), dict)
+        if not ok:
             raise RealgapError(f"{self.path}: not a realgap verdict file (format {VERDICT_FORMAT})")
         out = {}
         for key, v in doc["verdicts"].items():
@@ -572,9 +575,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 path = self.app.resolve_file(unquote(raw[len("/files/"):]))
                 if path is None:
                     return self._error(404, "not a file inside the suite folder")
-                ctype = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png", ".gif": "image/gif",
-                         ".json": "application/json", ".csv": "text/csv", ".html": "text/plain"}.get(path.suffix,
-                                                                                              "application/octet-stream")
+                ctype = FILE_TYPES.get(path.suffix.lower(), "application/octet-stream")
                 return self._send(200, path.read_bytes(), ctype)
             return self._error(404, "not found")
         except BrokenPipeError:
@@ -644,10 +645,12 @@ def _options(cfg: dict) -> dict:
     if unknown:
         raise RealgapError(f"review.{unknown[0]}: unknown option (known: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **review}
-    for key, low, high in (("port", 0, 65535), ("n_unflagged", 0, None), ("seed", 0, None), ("max_note_chars", 1, None)):
+    limits = (("port", 0, 65535), ("n_unflagged", 0, None), ("seed", 0, None), ("max_note_chars", 1, None))
+    for key, low, high in limits:
         v = opts[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high):
-            raise RealgapError(f"review.{key}: expected an integer in [{low}, {high if high is not None else 'inf'}], got {v!r}")
+            bounds = f"[{low}, {high if high is not None else 'inf'}]"
+            raise RealgapError(f"review.{key}: expected an integer in {bounds}, got {v!r}")
     if not isinstance(opts["host"], str) or not opts["host"]:
         raise RealgapError(f"review.host: expected a host name or address, got {opts['host']!r}")
     return opts
@@ -699,4 +702,5 @@ def _summary_line(s: dict) -> str:
     f, m = s["flagged"], s["sample"]
     return (f"review: flagger precision {rate(s['precision'], f['real_failure'], f['real_failure'] + f['benign'])}"
             f" ({f['unsure']} unsure); real failures among the unflagged sample "
-            f"{rate(s['unflagged_failure_rate'], m['real_failure'], m['real_failure'] + m['benign'])} ({m['unsure']} unsure)")
+            f"{rate(s['unflagged_failure_rate'], m['real_failure'], m['real_failure'] + m['benign'])}"
+            f" ({m['unsure']} unsure)")

@@ -229,7 +229,8 @@ def test_writes_are_atomic_and_locked(suite, monkeypatch):
     assert hammer_verdicts(suite, 0, 15, go) == 0
     assert child.wait(60) == 0, "the other process lost verdicts"
     final = app.verdicts.load()
-    assert set(final) == set(episodes) and {v["note"] for v in final.values()} == {"writer 0 round 14", "writer 1 round 14"}
+    assert set(final) == set(episodes)
+    assert {v["note"] for v in final.values()} == {"writer 0 round 14", "writer 1 round 14"}
 
     # a crash between writing the temporary file and the rename keeps the old file, leaves no temp file
     before = app.verdicts.path.read_bytes()
