@@ -9,6 +9,7 @@ normalized actions. Training uses DDPM (epsilon prediction); sampling uses deter
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -20,8 +21,9 @@ from torch import nn
 from realgap.data.normalizer import Normalizer
 from realgap.data.tokenizer import WordTokenizer
 from realgap.errors import RealgapError
-from realgap.policies.networks import (ConditionalUnet1D, ImageEncoder, InstructionEncoder, RowAttention,
-                                       StateEncoder, TransformerDenoiser, named_row_weights)
+from realgap.policies.networks import (ConditionalUnet1D, FiLMImageEncoder, ImageEncoder, InstructionEncoder,
+                                       PositionalInstructionEncoder, RowAttention, StateEncoder, TransformerDenoiser,
+                                       named_row_weights)
 from realgap.seeding import derive_seed
 
 DEFAULTS: dict[str, Any] = {
@@ -30,6 +32,16 @@ DEFAULTS: dict[str, Any] = {
     "state_feature_dim": 64, "state_hidden_dim": 128,
     "image_feature_dim": 64, "image_channels": [32, 64, 64], "image_keypoints": 32, "crop_size": 84,
     "instruction_dim": 32, "use_instruction": True,
+    "instruction_encoder": "bag",   # bag: mean of word embeddings | positional: + position embeddings, MLP
+    "image_encoder": "plain",       # plain: CNN + spatial softmax | film: every conv block FiLM-ed by the instruction
+    "image_strides": None,          # film encoder: stride per conv layer (default 2, 1, 1, ...)
+    # film encoder only: an auxiliary read-out trained to predict item positions from the image. Its labels
+    # (label_key rows of the items the instruction names, and every row's [present, position]) are
+    # privileged and used in *training only*; at inference the policy sees images, proprio and words.
+    # as_input: the predicted positions of the named pair, and their offset from the end effector, feed the policy.
+    "image_aux": {"enabled": False, "label_key": "object_state", "row_dim": 6, "pos_dims": [1, 2, 3],
+                  "row_names": None, "scale": 10.0, "weight": 1.0, "dense_weight": 0.5, "as_input": True,
+                  "ee_key": "proprio", "ee_dims": [0, 1, 2]},
     # key: e.g. object_state (null = off); mode "named": query q takes the row of the q-th item the
     # instruction names (row_names = the env catalogue order); "learned": attention keys learned from data
     "row_attention": {"key": None, "row_dim": 6, "n_queries": 2, "mode": "learned", "row_names": None},
@@ -91,8 +103,38 @@ class DiffusionPolicy(nn.Module):
                 if len(names) != n_rows:
                     raise RealgapError(f"policy.row_attention.row_names: {len(names)} names for {n_rows} rows")
                 self.row_names = [str(n).lower() for n in names]
+        self.film = cfg["image_encoder"] == "film"
+        if cfg["image_encoder"] not in ("plain", "film"):
+            raise RealgapError(f"policy.image_encoder: unknown '{cfg['image_encoder']}' (plain | film)")
+        if self.film and self.image_keys and not cfg["use_instruction"]:
+            raise RealgapError("policy.image_encoder: film needs use_instruction: true")
+        aux = {**DEFAULTS["image_aux"], **(cfg.get("image_aux") or {})}
+        cfg["image_aux"] = aux
+        self.aux = bool(aux["enabled"]) and self.film and bool(self.image_keys)
+        aux_dim, aux_in = 0, 0
+        if self.aux:
+            lk = aux["label_key"]
+            if lk not in self.shapes:
+                raise RealgapError(f"policy.image_aux.label_key: no shape for '{lk}' (dataset has {sorted(self.shapes)})")
+            n_rows, rem = divmod(int(np.prod(self.shapes[lk])), int(aux["row_dim"]))
+            if rem:
+                raise RealgapError(f"policy.image_aux.row_dim: {aux['row_dim']} does not divide {lk}'s size")
+            if aux["row_names"] is None:
+                from realgap.envs.catalogue import ITEM_NAMES  # label rows in the env catalogue order
+
+                aux["row_names"] = list(ITEM_NAMES)
+            if len(aux["row_names"]) != n_rows:
+                raise RealgapError(f"policy.image_aux.row_names: {len(aux['row_names'])} names for {n_rows} rows")
+            npos = len(aux["pos_dims"])
+            self.aux_pair_dim = 2 * npos                       # named object + named receptacle positions
+            aux_dim = self.aux_pair_dim + n_rows * (1 + npos)  # + every row's [present, position]
+            if aux["as_input"]:
+                if aux["ee_key"] not in self.state_keys or len(aux["ee_dims"]) != npos:
+                    raise RealgapError("policy.image_aux: ee_key must be a state key and ee_dims match pos_dims")
+                aux_in = 2 * self.aux_pair_dim * len(self.image_keys)
+        self.aux_as_input = self.aux and bool(aux["as_input"])
         if self.state_keys:
-            state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys)
+            state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys) + aux_in
             if self.row_key is not None:
                 state_dim += int(rows["row_dim"]) * int(rows["n_queries"])
             rel = cfg["relative_position"] or {}
@@ -103,13 +145,26 @@ class DiffusionPolicy(nn.Module):
                 state_dim += len(rel["row_dims"]) * int(rows["n_queries"])
             self.state_enc = StateEncoder(state_dim, cfg["state_feature_dim"], cfg["state_hidden_dim"])
             per_step += cfg["state_feature_dim"]
-        self.image_enc = nn.ModuleDict({
-            k: ImageEncoder(cfg["image_feature_dim"], cfg["image_channels"], cfg["image_keypoints"], cfg["n_groups"])
-            for k in self.image_keys})
+        if self.film:
+            strides = cfg["image_strides"] or [2] + [1] * (len(cfg["image_channels"]) - 1)
+            if len(strides) != len(cfg["image_channels"]):
+                raise RealgapError("policy.image_strides: one stride per image_channels entry")
+            self.image_enc = nn.ModuleDict({
+                k: FiLMImageEncoder(cfg["image_feature_dim"], cfg["instruction_dim"], cfg["image_channels"], strides,
+                                    cfg["image_keypoints"], cfg["n_groups"], aux_dim) for k in self.image_keys})
+        else:
+            self.image_enc = nn.ModuleDict({
+                k: ImageEncoder(cfg["image_feature_dim"], cfg["image_channels"], cfg["image_keypoints"], cfg["n_groups"])
+                for k in self.image_keys})
         per_step += cfg["image_feature_dim"] * len(self.image_keys)
         cond_dim = per_step * self.n_obs_steps
         if cfg["use_instruction"]:
-            self.instr_enc = InstructionEncoder(len(tokenizer), cfg["instruction_dim"])
+            if cfg["instruction_encoder"] == "positional":
+                self.instr_enc = PositionalInstructionEncoder(len(tokenizer), cfg["instruction_dim"], tokenizer.max_len)
+            elif cfg["instruction_encoder"] == "bag":
+                self.instr_enc = InstructionEncoder(len(tokenizer), cfg["instruction_dim"])
+            else:
+                raise RealgapError(f"policy.instruction_encoder: unknown '{cfg['instruction_encoder']}' (bag | positional)")
             cond_dim += cfg["instruction_dim"]
         if cfg["denoiser"] == "unet":
             self.denoiser = ConditionalUnet1D(self.action_dim, cond_dim, cfg["down_dims"], cfg["kernel_size"],
@@ -125,24 +180,67 @@ class DiffusionPolicy(nn.Module):
         self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True)
 
     # ------------------------------------------------------------ observation
-    def to_tensors(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Raw batch (numpy (B, To, ...) per key, plus 'instruction': B strings) -> tensors."""
-        out = {k: torch.as_tensor(np.asarray(obs[k])) for k in [*self.state_keys, *self.image_keys]}
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def to_tensors(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """Raw batch ((B, To, ...) per key as numpy or tensors, plus 'instruction': B strings) -> tensors
+        on the model's device. Also passes through cached image features and auxiliary labels."""
+        dev = self.device
+        keys = [*self.state_keys, *self.image_keys, *(k for k in obs if k.startswith("cached:"))]
+        if self.aux and self.config["image_aux"]["label_key"] in obs:
+            keys.append(self.config["image_aux"]["label_key"])
+        out: dict[str, Any] = {}
+        for k in dict.fromkeys(keys):
+            if k in obs:
+                v = obs[k]
+                out[k] = (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))).to(dev, non_blocking=True)
         if self.config["use_instruction"]:
             texts = list(obs["instruction"])
-            out["tokens"] = torch.as_tensor(self.tokenizer.encode(texts), dtype=torch.long)
-            out["instructions"] = texts  # type: ignore[assignment]  # raw text, for name grounding
+            out["tokens"] = torch.as_tensor(self.tokenizer.encode(texts), dtype=torch.long).to(dev)
+            out["instructions"] = texts  # raw text, for name grounding (state oracle) and training labels
         return out
 
-    def encode(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` outside the vocabulary (they are encoded as <unk>)."""
+        return self.tokenizer.unknown_words(text)
+
+    def encode_images(self, obs: Mapping[str, Any], instr: torch.Tensor | None,
+                      generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per image key: (features (B, T, F), auxiliary position read-out (B, T, A)); cached when given."""
+        out = {}
+        for k in self.image_keys:
+            if f"cached:{k}" in obs:  # frozen encoder: features computed once per frame (train.freeze_encoder)
+                c = obs[f"cached:{k}"].float()
+                fdim = int(self.config["image_feature_dim"])
+                out[k] = (c[..., :fdim], c[..., fdim:])
+                continue
+            img = obs[k]
+            b, t = img.shape[:2]
+            img = img.reshape(b * t, *img.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
+            img = self._crop(img, generator)
+            if self.film:
+                feat, aux = self.image_enc[k](img, instr.repeat_interleave(t, dim=0))
+            else:
+                feat = self.image_enc[k](img)
+                aux = feat[:, :0]
+            out[k] = (feat.reshape(b, t, -1), aux.reshape(b, t, -1))
+        return out
+
+    def encode(self, obs: Mapping[str, Any], generator: torch.Generator | None = None,
+               images: dict | None = None) -> torch.Tensor:
         """Global condition (B, C). A generator means training: images get a random crop, else the centre crop."""
         feats = []
         instr = self.instr_enc(obs["tokens"]) if self.config["use_instruction"] else None
+        if images is None:
+            images = self.encode_images(obs, instr, generator)
         if self.state_keys:
             parts = {k: self.normalizer.normalize(k, obs[k].float().flatten(2)) for k in self.state_keys}
             x = [parts[k] for k in self.state_keys]
             if self.row_key is not None:
                 w = named_row_weights(obs["instructions"], self.row_names, self.row_attn.n_queries) if self.row_mode == "named" else None
+                w = None if w is None else w.to(self.device)
                 x.append(self.row_attn(parts[self.row_key], instr, w))
                 if self.relative:  # in raw units: "how far is the named object from the gripper"
                     rel = self.config["relative_position"]
@@ -150,12 +248,15 @@ class DiffusionPolicy(nn.Module):
                     raw_rows = raw_rows.reshape(*raw_rows.shape[:2], self.row_attn.n_queries, -1)[..., rel["row_dims"]]
                     ee = obs[rel["ee_key"]].float().flatten(2)[..., rel["ee_dims"]].unsqueeze(2)
                     x.append(((raw_rows - ee) * float(rel["scale"])).flatten(2))
+            if self.aux_as_input:  # the encoder's estimate of where the named pair is, and how far from the gripper
+                aux = self.config["image_aux"]
+                ee = obs[aux["ee_key"]].float().flatten(2)[..., aux["ee_dims"]] * float(aux["scale"])
+                for k in self.image_keys:
+                    pair = images[k][1][..., : self.aux_pair_dim]
+                    x += [pair, (pair.reshape(*pair.shape[:2], 2, -1) - ee.unsqueeze(2)).flatten(2)]
             feats.append(self.state_enc(torch.cat(x, dim=-1)))
         for k in self.image_keys:
-            img = obs[k]
-            b, t = img.shape[:2]
-            img = img.reshape(b * t, *img.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
-            feats.append(self.image_enc[k](self._crop(img, generator)).reshape(b, t, -1))
+            feats.append(images[k][0])
         cond = torch.cat(feats, dim=-1).flatten(1)
         if instr is not None:
             cond = torch.cat([cond, instr], dim=-1)
@@ -174,28 +275,102 @@ class DiffusionPolicy(nn.Module):
         return torch.stack([im[:, t:t + c, l:l + c] for im, t, l in zip(img, tops.tolist(), lefts.tolist())])
 
     # --------------------------------------------------------------- training
+    def aux_targets(self, obs: Mapping[str, Any]) -> torch.Tensor:
+        """Training-only labels (B, T, A) from the privileged rows: the named object's and receptacle's
+        positions, then every row's [present, position]; positions times ``scale`` (metres -> decimetres)."""
+        aux = self.config["image_aux"]
+        raw = obs[aux["label_key"]].float().flatten(2)
+        rows = raw.reshape(*raw.shape[:2], -1, int(aux["row_dim"]))  # (B, T, R, row_dim)
+        pos = rows[..., aux["pos_dims"]] * float(aux["scale"])
+        w = named_row_weights(obs["instructions"], [str(n).lower() for n in aux["row_names"]], 2).to(raw.device)
+        pair = torch.einsum("bqr,btrd->btqd", w, pos).flatten(2)
+        dense = torch.cat([rows[..., :1], pos], dim=-1).flatten(2)
+        return torch.cat([pair, dense], dim=-1)
+
+    def aux_loss_of(self, images: dict, obs: Mapping[str, Any]) -> torch.Tensor:
+        aux = self.config["image_aux"]
+        target = self.aux_targets(obs)
+        loss = 0.0
+        for k in self.image_keys:
+            pred = images[k][1].float()
+            n = self.aux_pair_dim
+            loss = loss + F.mse_loss(pred[..., :n], target[..., :n]) + float(aux["dense_weight"]) * F.mse_loss(pred[..., n:], target[..., n:])
+        return loss / len(self.image_keys)
+
+    def encoder_loss(self, batch: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
+        """Auxiliary position loss of the (instruction-FiLM-ed) image encoder alone (train.encoder_pretrain_steps)."""
+        if not self.aux:
+            raise RealgapError("train.encoder_pretrain_steps: needs policy.image_encoder: film and image_aux.enabled: true")
+        obs = self.to_tensors(batch)
+        instr = self.instr_enc(obs["tokens"])
+        return self.aux_loss_of(self.encode_images(obs, instr, generator), obs)
+
     def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
         obs = self.to_tensors(batch)
-        actions = self.normalizer.normalize("action", torch.as_tensor(np.asarray(batch["action"])).float())
-        cond = self.encode(obs, generator)
-        noise = torch.randn(actions.shape, generator=generator)
+        act = batch["action"]
+        act = act if isinstance(act, torch.Tensor) else torch.as_tensor(np.asarray(act))
+        actions = self.normalizer.normalize("action", act.to(self.device).float())
+        instr = self.instr_enc(obs["tokens"]) if self.config["use_instruction"] else None
+        images = self.encode_images(obs, instr, generator)
+        cond = self.encode(obs, generator, images)
+        noise = torch.randn(actions.shape, generator=generator).to(self.device)
         t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (actions.shape[0],), generator=generator)
-        noisy = self.train_scheduler.add_noise(actions, noise, t)
-        return F.mse_loss(self.denoiser(noisy, t, cond), noise)
+        noisy = self.train_scheduler.add_noise(actions, noise, t.to(self.device))
+        loss = F.mse_loss(self.denoiser(noisy, t.to(self.device), cond).float(), noise)
+        label = self.config["image_aux"]["label_key"]
+        if self.aux and label in obs and not any(k.startswith("cached:") for k in obs):
+            loss = loss + float(self.config["image_aux"]["weight"]) * self.aux_loss_of(images, obs)
+        return loss
 
     # --------------------------------------------------------------- sampling
-    @torch.no_grad()
+    def ddim_table(self, num_steps: int) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per DDIM step (eta = 0): (t, sqrt(a_t), sqrt(1 - a_t), sqrt(a_prev), sqrt(1 - a_prev)), float32.
+
+        The same numbers diffusers' DDIMScheduler computes inside every ``step`` (tested equal), computed
+        once: its per-step bookkeeping cost about as much as a small denoiser pass.
+        """
+        key = (int(num_steps), str(self.device))
+        cache = self.__dict__.setdefault("_ddim_cache", {})
+        if key not in cache:
+            sched = self.infer_scheduler
+            sched.set_timesteps(int(num_steps))
+            acp = sched.alphas_cumprod
+            stride = sched.config.num_train_timesteps // sched.num_inference_steps
+            rows = []
+            for t in sched.timesteps.tolist():
+                a_t = acp[t]
+                a_prev = acp[t - stride] if t - stride >= 0 else sched.final_alpha_cumprod
+                rows.append((int(t), *(v.to(self.device) for v in (a_t ** 0.5, (1 - a_t) ** 0.5, a_prev ** 0.5, (1 - a_prev) ** 0.5))))
+            cache[key] = rows
+        return cache[key]
+
+    @staticmethod
+    def ddim_step(x: torch.Tensor, eps: torch.Tensor, coefs) -> torch.Tensor:
+        """One deterministic DDIM step with x0 clipped to [-1, 1] and eps re-derived from the clipped x0."""
+        sa, sb, sa_prev, sb_prev = coefs
+        x0 = ((x - sb * eps) / sa).clamp(-1.0, 1.0)
+        eps = (x - sa * x0) / sb
+        return sa_prev * x0 + sb_prev * eps
+
+    def chunk_noise(self, sample_seed_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(B*K, horizon, action_dim) initial noise, each chunk from its own seed."""
+        shape = (self.horizon, self.action_dim)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                            for row in sample_seed_lists for s in row])
+
+    @torch.inference_mode()
     def sample_chunks(self, obs: Mapping[str, Any], num_samples: int = 1, seed: int | Sequence[int] | None = None,
                       sample_seed_lists: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """K action chunks per observation: (B, K, horizon, action_dim), unnormalized.
 
-        The observation is encoded once and repeated over the K samples; every denoising step is one
-        batched forward pass over B*K chunks. Chunk k of observation b starts from noise seeded with
-        ``sample_seeds(seed[b], K)[k]`` (or ``sample_seed_lists[b][k]``), so results don't depend on
-        B or on which other samples share the call.
+        The observation is encoded once and its condition repeated over the K samples; every DDIM step
+        is ONE denoiser pass over all B*K chunks. Chunk k of observation b starts from noise seeded with
+        ``sample_seeds(seed[b], K)[k]`` (or ``sample_seed_lists[b][k]``). A chunk does not depend on the
+        other chunks in the call up to float32 rounding: batched CPU kernels may sum in a different order
+        for a different batch size (measured: max |diff| <= 1e-5 in action units; tests/test_policy.py).
         """
         tensors = self.to_tensors(obs)
-        b = next(iter(tensors.values())).shape[0]
+        b = len(obs["instruction"]) if "instruction" in obs else next(iter(tensors.values())).shape[0]
         k = int(num_samples)
         if sample_seed_lists is None:
             if seed is None:
@@ -204,19 +379,49 @@ class DiffusionPolicy(nn.Module):
             if len(seeds) != b:
                 raise ValueError(f"got {len(seeds)} seeds for {b} observations")
             sample_seed_lists = [sample_seeds(s, k) for s in seeds]
-        noise = torch.stack([torch.randn((self.horizon, self.action_dim), generator=torch.Generator().manual_seed(int(s)))
-                             for row in sample_seed_lists for s in row])
-        if noise.shape[0] != b * k:
+        x = self.chunk_noise(sample_seed_lists).to(self.device)
+        if x.shape[0] != b * k:
             raise ValueError(f"sample_seed_lists must be {b} x {k}")
-        cond = self.encode(tensors).repeat_interleave(k, dim=0)
-        x = noise
-        sched = self.infer_scheduler
-        sched.set_timesteps(int(self.config["num_inference_steps"]))
-        for t in sched.timesteps:
-            eps = self.denoiser(x, t.expand(x.shape[0]), cond)
-            x = sched.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+        table = self.ddim_table(int(self.config["num_inference_steps"]))
+        with per_sample_kernels():
+            # the condition is computed per observation (a fixed-size computation, so a slot's result does
+            # not depend on what shares the call), once, then repeated over its K samples
+            conds = [self.encode(_row(tensors, i)) for i in range(b)]
+            unet = isinstance(self.denoiser, ConditionalUnet1D)
+            if unet:  # FiLM scale/bias of every block for every step, once per call
+                ts = torch.tensor([t for t, *_ in table], dtype=torch.long, device=x.device)
+                per_obs = [self.denoiser.films(ts, c) for c in conds]  # b x blocks x (T, 1, 2C)
+                films = [torch.cat([p[j] for p in per_obs], dim=1) for j in range(len(per_obs[0]))]
+                films = [f.repeat_interleave(k, dim=1) if k > 1 else f for f in films]  # (T, B*K, 2C)
+            else:
+                cond = torch.cat(conds).repeat_interleave(k, dim=0)
+            for i, (t, *coefs) in enumerate(table):
+                if unet:
+                    eps = self.denoiser(x, None, None, films=[f[i] for f in films])
+                else:
+                    eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
+                x = self.ddim_step(x, eps, coefs)
         actions = self.normalizer.unnormalize("action", x)
-        return actions.reshape(b, k, self.horizon, self.action_dim).numpy()
+        return actions.reshape(b, k, self.horizon, self.action_dim).float().cpu().numpy()
+
+
+def _row(tensors: Mapping[str, Any], i: int) -> dict[str, Any]:
+    return {key: v[i:i + 1] for key, v in tensors.items()}
+
+
+@contextmanager
+def per_sample_kernels():
+    """Route CPU convolutions to the per-sample kernel (no oneDNN / NNPACK): those switch algorithms
+    with the batch size, which changed a chunk by ~1e-5 depending on what shared its call; they are
+    also slower for these tiny tensors (oneDNN: ~300 us per conv of 8 x 32 x 16)."""
+    mkldnn, nnpack = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    torch._C._set_nnpack_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(mkldnn)
+        torch._C._set_nnpack_enabled(nnpack)
 
 
 class EMA:

@@ -74,6 +74,58 @@ class InstructionEncoder(nn.Module):
         return (self.emb(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+class PositionalInstructionEncoder(nn.Module):
+    """Word + position embeddings, masked mean, MLP: word order matters ("red block ... yellow rack"
+    differs from "yellow block ... red rack"), which a bag of words cannot tell apart."""
+
+    def __init__(self, vocab_size: int, dim: int, max_len: int = 16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.1)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.Mish(), nn.Linear(dim * 2, dim))
+
+    def forward(self, tokens):
+        mask = (tokens != 0).unsqueeze(-1).to(self.emb.weight.dtype)
+        h = (self.emb(tokens) + self.pos[: tokens.shape[1]]) * mask
+        return self.mlp(h.sum(1) / mask.sum(1).clamp(min=1.0))
+
+
+class FiLMImageEncoder(nn.Module):
+    """CNN whose every block is modulated by the instruction (RT-1 / BC-Z style FiLM), GroupNorm,
+    spatial softmax. ``forward(img, instr) -> (features (N, out_dim), aux (N, aux_dim))``.
+
+    Because the instruction scales and shifts the feature maps, *which* item the spatial-softmax
+    keypoints land on depends on the words. ``aux`` is a linear read-out of the keypoints, trained
+    (optionally) to predict item positions; it is also an input of the policy (its "where is it").
+    """
+
+    def __init__(self, out_dim: int, instr_dim: int, channels: Sequence[int] = (32, 32, 64),
+                 strides: Sequence[int] = (2, 1, 1), num_kp: int = 32, groups: int = 8, aux_dim: int = 0):
+        super().__init__()
+        self.convs, self.norms, self.films = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        c_in = 3
+        for c, s in zip(channels, strides):
+            self.convs.append(nn.Conv2d(c_in, c, 3, stride=s, padding=1))
+            self.norms.append(nn.GroupNorm(groups, c))
+            film = nn.Linear(instr_dim, 2 * c)
+            nn.init.zeros_(film.weight)  # starts as the identity modulation
+            nn.init.zeros_(film.bias)
+            self.films.append(film)
+            c_in = c
+        self.pool = SpatialSoftmax(c_in, num_kp)
+        self.out = nn.Sequential(nn.Linear(2 * num_kp, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
+        self.aux = nn.Sequential(nn.Linear(2 * num_kp, 128), nn.Mish(), nn.Linear(128, aux_dim)) if aux_dim else None
+
+    def forward(self, img, instr):
+        h = img * 2.0 - 1.0
+        for conv, norm, film in zip(self.convs, self.norms, self.films):
+            gamma, beta = film(instr).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+            h = F.mish(norm(conv(h)) * (1.0 + gamma) + beta)
+        kp = self.pool(h)
+        aux = self.aux(kp) if self.aux is not None else kp[:, :0]
+        return self.out(kp), aux
+
+
 class RowAttention(nn.Module):
     """Instruction-queried attention over the rows of ``object_state`` (one row per catalogue item).
 
@@ -128,13 +180,50 @@ def step_embedding(dim: int) -> nn.Module:
     return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
 
 
+def conv1d(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a Conv1d / ConvTranspose1d module; under ``torch.inference_mode`` (sampling) as one GEMM.
+
+    The GEMM form (im2col, then a single matrix product over all samples and positions) costs about the
+    same at 1 or 64 samples for these tiny tensors, where CPU conv kernels either loop over samples or
+    (oneDNN) pay ~0.3 ms per call; and a row of a GEMM with >= 4 rows does not depend on the other rows,
+    so a chunk's result does not depend on what shares its batch (tests/test_policy.py checks both).
+    """
+    if not torch.is_inference_mode_enabled() or not isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+        return m(x)
+    if isinstance(m, nn.ConvTranspose1d):  # = zero-insertion upsampling + a stride-1 conv with the flipped kernel
+        (s,), (p,), (k,) = m.stride, m.padding, m.kernel_size
+        n, c, length = x.shape
+        up = x.new_zeros(n, c, (length - 1) * s + 1)
+        up[..., ::s] = x
+        weight = m.weight.flip(-1).transpose(0, 1)
+        return _gemm_conv(up, weight, m.bias, 1, k - 1 - p)
+    return _gemm_conv(x, m.weight, m.bias, m.stride[0], m.padding[0])
+
+
+def _gemm_conv(x, weight, bias, stride: int, pad: int):
+    n, c, _ = x.shape
+    c_out, _, k = weight.shape
+    if k == 1 and stride == 1 and pad == 0:
+        cols = x.transpose(1, 2).reshape(-1, c)
+    else:
+        cols = F.pad(x, (pad, pad)).unfold(2, k, stride)  # (N, C, L_out, k)
+        cols = cols.permute(0, 2, 1, 3).reshape(-1, c * k)
+    cols = cols.contiguous()  # a strided view would take another GEMM variant (N = 1 gives a view here)
+    rows = cols.shape[0]
+    if rows < 4:  # tiny GEMMs take another kernel path; pad so every call takes the same one
+        cols = torch.cat([cols, cols.new_zeros(4 - rows, cols.shape[1])])
+    out = F.linear(cols, weight.reshape(c_out, c * k), bias)[:rows]
+    return out.reshape(n, -1, c_out).transpose(1, 2)
+
+
 class Conv1dBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, groups: int):
         super().__init__()
         self.block = nn.Sequential(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(groups, c_out), nn.Mish())
 
     def forward(self, x):
-        return self.block(x)
+        conv, norm, act = self.block
+        return act(norm(conv1d(conv, x)))
 
 
 class FiLMResBlock(nn.Module):
@@ -147,11 +236,12 @@ class FiLMResBlock(nn.Module):
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x, cond):
+    def forward(self, x, cond, film=None):
+        """``film``: this block's precomputed ``self.film(cond)`` (sampling reuses it across steps)."""
         h = self.block1(x)
-        scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        scale, bias = (self.film(cond) if film is None else film).unsqueeze(-1).chunk(2, dim=1)
         h = self.block2(scale * h + bias)
-        return h + self.skip(x)
+        return h + conv1d(self.skip, x)
 
 
 class ConditionalUnet1D(nn.Module):
@@ -174,21 +264,38 @@ class ConditionalUnet1D(nn.Module):
             self.up.append(nn.ModuleList([blk(c_out * 2, c_in), blk(c_in, c_in), nn.ConvTranspose1d(c_in, c_in, 4, 2, 1)]))
         self.final = nn.Sequential(Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
                                    nn.Conv1d(down_dims[0], action_dim, 1))
+        # every FiLM block in execution order (a plain list: the modules are registered above)
+        self.film_blocks = [blk for level in self.down for blk in level[:2]] + list(self.mid) + \
+                           [blk for level in self.up for blk in level[:2]]
 
-    def forward(self, x, t, cond):
-        c = torch.cat([self.step_emb(t), cond], dim=-1)
+    def films(self, t, cond):
+        """Per FiLM block, its (scale, bias) for every (step, condition) pair: (T, N, 2C).
+
+        Sampling computes these once per call instead of once per denoising step."""
+        s = self.step_emb(t)  # (T, D)
+        c = torch.cat([s.unsqueeze(1).expand(-1, cond.shape[0], -1), cond.unsqueeze(0).expand(len(t), -1, -1)], dim=-1)
+        return [blk.film(c) for blk in self.film_blocks]
+
+    def forward(self, x, t, cond, films=None):
+        """``films``: precomputed per-block FiLM outputs for this step ((N, 2C) each); then t/cond are unused."""
+        c = torch.cat([self.step_emb(t), cond], dim=-1) if films is None else None
+        f = iter(films) if films is not None else None
+        nxt = (lambda: next(f)) if f is not None else (lambda: None)  # noqa: E731
         h = x.transpose(1, 2)  # (B, A, H): convolve over time
         skips = []
         for b1, b2, down in self.down:
-            h = b2(b1(h, c), c)
+            h = b1(h, c, nxt())
+            h = b2(h, c, nxt())
             skips.append(h)
-            h = down(h)
+            h = conv1d(down, h)
         for m in self.mid:
-            h = m(h, c)
+            h = m(h, c, nxt())
         for b1, b2, up in self.up:
             h = torch.cat([h, skips.pop()], dim=1)
-            h = up(b2(b1(h, c), c))
-        return self.final(h).transpose(1, 2)
+            h = b1(h, c, nxt())
+            h = conv1d(up, b2(h, c, nxt()))
+        block, out = self.final
+        return conv1d(out, block(h)).transpose(1, 2)
 
 
 class TransformerDenoiser(nn.Module):
