@@ -53,7 +53,7 @@ class DemoDataset:
         self.val = SequenceSampler(ends, self.val_episodes, **kw) if len(self.val_episodes) else None
         self.n_obs_steps = n_obs_steps
         # statistics from the training split only (images are scaled in the encoder instead)
-        train_steps = np.concatenate([np.arange(a, b) for a, b in _bounds(ends, self.train_episodes)])
+        train_steps = self.train_steps()
         # observation keys carry the sensor noise the demos were recorded with: noise-only dims stay unscaled
         noise = recorded_obs_noise(infos)
         self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8},
@@ -62,13 +62,47 @@ class DemoDataset:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
 
-    def batch(self, sampler: SequenceSampler, windows: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw (unnormalized) batch: obs keys (B, To, ...), action (B, H, A), instruction (B strings)."""
-        out = sampler.gather(self.arrays, windows)
-        for k in self.obs_keys:
-            out[k] = out[k][:, : self.n_obs_steps]
+    def batch(self, sampler: SequenceSampler, windows: np.ndarray) -> dict:
+        """Raw (unnormalized) batch: obs keys (B, To, ...), action (B, H, A), instruction (B strings).
+
+        Only the first ``n_obs_steps`` frames of a window are gathered for observation keys (images
+        dominate the cost). Arrays moved to a device (``to_device``) are gathered there.
+        """
+        idx = sampler.indices(np.asarray(windows))
+        out = {k: _take(self.arrays[k], idx[:, : self.n_obs_steps]) for k in self.obs_keys}
+        out["action"] = _take(self.arrays["action"], idx)
         out["instruction"] = [self.instructions[e] for e in sampler.episode[windows]]
         return out
+
+    def frames(self, steps: np.ndarray, keys: Sequence[str] | None = None) -> dict:
+        """Single frames as a batch with To = 1 (absolute step indices), for encoder-only training."""
+        steps = np.asarray(steps, np.int64)
+        out = {k: _take(self.arrays[k], steps[:, None]) for k in (keys or self.obs_keys)}
+        out["instruction"] = [self.instructions[e] for e in self.episode_of(steps)]
+        return out
+
+    def episode_of(self, steps: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.episode_ends, np.asarray(steps), side="right")
+
+    def train_steps(self) -> np.ndarray:
+        """Absolute step indices of the training episodes."""
+        return np.concatenate([np.arange(a, b) for a, b in _bounds(self.episode_ends, self.train_episodes)])
+
+    def to_device(self, device) -> None:
+        """Hold every array as a tensor on ``device`` (the dataset is small), so batches never leave it."""
+        import torch
+
+        for k, v in self.arrays.items():
+            t = torch.from_numpy(np.ascontiguousarray(v))
+            self.arrays[k] = t.to(device) if str(device) != "cpu" else t
+
+
+def _take(array, idx: np.ndarray):
+    if isinstance(array, np.ndarray):
+        return array[idx]
+    import torch
+
+    return array[torch.as_tensor(idx, device=array.device)]
 
 
 def recorded_obs_noise(infos) -> float:

@@ -84,6 +84,10 @@ class WordTokenizer:
             ids[i, : len(toks)] = toks
         return ids
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that are not in the vocabulary (each becomes ``<unk>``), in order of appearance."""
+        return list(dict.fromkeys(w for w in words_of(text) if w not in self.index))
+
     def decode(self, ids: Sequence[int]) -> str:
         return " ".join(self.vocab[i] for i in ids if i != 0)
 

@@ -29,7 +29,20 @@ from realgap.policies.executor import RecedingHorizonExecutor
 from realgap.policies.rollout import rollout_success
 from realgap.seeding import derive_seed, stream
 
-CURVE_FIELDS = ["step", "lr", "train_loss", "val_loss", "success_rate", "n_rollouts", "elapsed_s"]
+CURVE_FIELDS = ["step", "lr", "train_loss", "val_loss", "success_rate", "n_rollouts", "elapsed_s", "phase"]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: auto = cuda when a GPU is visible, else cpu."""
+    name = str(name)
+    if name not in DEVICES:
+        raise RealgapError(f"train.device: unknown '{name}' ({' | '.join(DEVICES)})")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RealgapError("train.device: cuda requested but no CUDA GPU is visible to torch (use train.device=auto or cpu)")
+    return torch.device(name)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -43,6 +56,14 @@ def validate(cfg: DictConfig) -> None:
         raise RealgapError(f"train.warmup_steps: must be >= 0, got {t.warmup_steps}")
     if int(t.seed) < 0:
         raise RealgapError(f"train.seed: must be >= 0, got {t.seed}")
+    pre = int(t.get("encoder_pretrain_steps", 0) or 0)
+    if not 0 <= pre < int(t.steps):
+        raise RealgapError(f"train.encoder_pretrain_steps: must be in [0, train.steps), got {pre}")
+    if (pre or t.get("freeze_encoder")) and not (cfg.policy.get("image_keys") and cfg.policy.get("image_encoder") == "film"
+                                                 and (cfg.policy.get("image_aux") or {}).get("enabled")):
+        raise RealgapError("train.encoder_pretrain_steps / freeze_encoder: need an image policy with "
+                           "image_encoder: film and image_aux.enabled: true")
+    resolve_device(t.get("device", "auto"))
     if cfg.policy.denoiser not in ("unet", "transformer"):
         raise RealgapError(f"policy.denoiser: unknown '{cfg.policy.denoiser}' (unet | transformer)")
 
@@ -76,15 +97,44 @@ def write_curve(out: Path, rows: list[dict]) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: DiffusionPolicy, dataset: DemoDataset, seed: int, batches: int, batch_size: int) -> float | None:
+def validation_loss(model: DiffusionPolicy, dataset: DemoDataset, seed: int, batches: int, batch_size: int,
+                    encoder_only: bool = False) -> float | None:
     if dataset.val is None:
         return None
     losses = []
     for i in range(batches):  # the same windows and noise at every evaluation, so values are comparable
         windows = stream(seed, "val_batch", i).integers(0, len(dataset.val), batch_size)
         g = torch.Generator().manual_seed(derive_seed(seed, "val_noise", i))
-        losses.append(model.compute_loss(dataset.batch(dataset.val, windows), g).item())
+        batch = dataset.batch(dataset.val, windows)
+        losses.append((model.encoder_loss(batch, g) if encoder_only else model.compute_loss(batch, g)).item())
     return float(np.mean(losses))
+
+
+def frozen_modules(policy: DiffusionPolicy) -> list[torch.nn.Module]:
+    """What train.freeze_encoder freezes: the image encoders and the instruction encoder that FiLMs them."""
+    return [policy.image_enc, policy.instr_enc]
+
+
+@torch.no_grad()
+def cache_image_features(policy: DiffusionPolicy, dataset: DemoDataset, chunk: int = 256) -> None:
+    """Run the frozen encoder once per frame (centre crop, its episode's instruction) and let batches carry
+    ``cached:<image key>`` instead of images: the diffusion head then trains at the state policy's speed."""
+    policy.eval()
+    n = int(dataset.episode_ends[-1])
+    for k in policy.image_keys:
+        parts = []
+        for a in tqdm(range(0, n, chunk), desc=f"cache {k}", unit="chunk", leave=False):
+            frames = dataset.frames(np.arange(a, min(n, a + chunk)), keys=[k])
+            obs = policy.to_tensors(frames)
+            feat, aux = policy.encode_images(obs, policy.instr_enc(obs["tokens"]))[k]
+            parts.append(torch.cat([feat, aux], dim=-1)[:, 0].float())
+        dataset.arrays[f"cached:{k}"] = torch.cat(parts).to(dataset.arrays[k].device if isinstance(dataset.arrays[k], torch.Tensor) else "cpu")
+        if isinstance(dataset.arrays["action"], np.ndarray):
+            dataset.arrays[f"cached:{k}"] = dataset.arrays[f"cached:{k}"].numpy()
+        dataset.obs_keys = [f"cached:{k}" if o == k else o for o in dataset.obs_keys]
+    label = policy.config["image_aux"]["label_key"]
+    if label not in policy.state_keys:
+        dataset.obs_keys = [o for o in dataset.obs_keys if o != label]
 
 
 def rollout_rate(model: DiffusionPolicy, cfg: DictConfig) -> float:
@@ -101,7 +151,12 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     t = cfg.train
     out = Path(cfg.out_dir)
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    dataset = DemoDataset(cfg.data.path, [*policy_cfg["state_keys"], *policy_cfg["image_keys"]],
+    device = resolve_device(t.get("device", "auto"))
+    keys = [*policy_cfg["state_keys"], *policy_cfg["image_keys"]]
+    aux = policy_cfg.get("image_aux") or {}
+    if policy_cfg.get("image_keys") and aux.get("enabled"):  # privileged training labels, never a policy input
+        keys.append(aux.get("label_key", "object_state"))
+    dataset = DemoDataset(cfg.data.path, list(dict.fromkeys(keys)),
                           policy_cfg["horizon"], policy_cfg["n_obs_steps"], policy_cfg["n_action_steps"],
                           val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"))
     prepare_output(out, resume, overwrite)  # only after the config and the data proved valid
@@ -110,6 +165,9 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     with torch.random.fork_rng():  # initialisation draws from torch's global RNG: seed it, then restore it
         torch.manual_seed(derive_seed(seed, "policy_init"))
         policy = DiffusionPolicy(policy_cfg, dataset.shapes(), dataset.normalizer, dataset.tokenizer)
+    policy.to(device)
+    if device.type == "cuda":
+        dataset.to_device(device)  # a few hundred MB at most: batches are gathered on the GPU
     ema = EMA(policy, power=float(t.ema_power))
     opt = torch.optim.AdamW(policy.parameters(), lr=float(t.lr), betas=tuple(t.betas), weight_decay=float(t.weight_decay))
     start, rows = 0, []
@@ -117,20 +175,41 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
         meta = load_train_state(out, policy, ema.model, opt)
         start, ema.step, rows = int(meta["step"]), int(meta["ema_step"]), list(meta.get("curve", []))
     total = int(t.steps)
+    pre = int(t.get("encoder_pretrain_steps", 0) or 0)
+    freeze = bool(t.get("freeze_encoder", False))
+    amp = device.type == "cuda" and bool(t.get("bf16", True))
+    frame_pool = dataset.train_steps() if pre else None
     n_params = sum(p.numel() for p in policy.parameters())
     print(f"train: {len(dataset.train_episodes)} train / {len(dataset.val_episodes)} val episodes, "
-          f"{len(dataset.train)} windows, {n_params / 1e6:.2f}M parameters -> {out}")
+          f"{len(dataset.train)} windows, {n_params / 1e6:.2f}M parameters, {device}{' bf16' if amp else ''} -> {out}")
+    cached = False
     t0 = time.time() - (rows[-1]["elapsed_s"] if rows else 0.0)
     running: list[float] = []
     bar = tqdm(range(start, total), initial=start, total=total, desc="train", unit="step")
     for step in bar:
-        lr = lr_at(step, float(t.lr), int(t.warmup_steps), total)
+        encoder_phase = step < pre
+        if not encoder_phase and freeze and not cached:
+            # the encoder is done: freeze it (the EMA copy too, so rollouts see the cached features' encoder)
+            for m_raw, m_ema in zip(frozen_modules(policy), frozen_modules(ema.model)):
+                m_raw.requires_grad_(False)
+                m_ema.load_state_dict(m_raw.state_dict())
+            cache_image_features(policy, dataset)
+            cached = True
+        if encoder_phase:
+            lr = lr_at(step, float(t.get("encoder_lr") or t.lr), int(t.warmup_steps), pre)
+        else:
+            lr = lr_at(step - pre, float(t.lr), int(t.warmup_steps), total - pre)
         for group in opt.param_groups:
             group["lr"] = lr
-        windows = stream(seed, "train_batch", step).integers(0, len(dataset.train), int(t.batch_size))
         g = torch.Generator().manual_seed(derive_seed(seed, "train_noise", step))
         policy.train()
-        loss = policy.compute_loss(dataset.batch(dataset.train, windows), g)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            if encoder_phase:  # single frames: the auxiliary position loss of the image encoder only
+                picks = frame_pool[stream(seed, "train_frames", step).integers(0, len(frame_pool), int(t.batch_size))]
+                loss = policy.encoder_loss(dataset.frames(picks), g)
+            else:
+                windows = stream(seed, "train_batch", step).integers(0, len(dataset.train), int(t.batch_size))
+                loss = policy.compute_loss(dataset.batch(dataset.train, windows), g)
         if not torch.isfinite(loss):
             bar.close()
             kept = f"last good checkpoint kept in {out}" if (out / "model.safetensors").exists() else "no checkpoint written"
@@ -144,11 +223,14 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
         done = step + 1
         if done % int(t.val_every) == 0 or done == total:
             row = {"step": done, "lr": lr, "train_loss": float(np.mean(running)), "val_loss": None,
-                   "success_rate": None, "n_rollouts": 0, "elapsed_s": 0.0}
+                   "success_rate": None, "n_rollouts": 0, "elapsed_s": 0.0,
+                   "phase": "encoder" if encoder_phase else "policy"}
             running = []
-            row["val_loss"] = validation_loss(ema.model, dataset, seed, int(t.val_batches), int(t.batch_size))
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                row["val_loss"] = validation_loss(ema.model, dataset, seed, int(t.val_batches), int(t.batch_size),
+                                                  encoder_only=encoder_phase)
             every = int(t.rollout_every or 0)
-            if every and int(t.rollout_episodes) > 0 and (done % every == 0 or done == total):
+            if every and int(t.rollout_episodes) > 0 and not encoder_phase and (done % every == 0 or done == total):
                 row["success_rate"] = rollout_rate(ema.model, cfg)
                 row["n_rollouts"] = int(t.rollout_episodes)
             row["elapsed_s"] = time.time() - t0
@@ -156,7 +238,7 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
             bar.write("train: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in row.items() if v is not None))
         if done % int(t.checkpoint_every) == 0 or done == total:
-            save_policy(out, ema.model)
+            save_policy(out, ema.model)  # (weights are copied to the CPU by safetensors)
             save_train_state(out, policy, ema.model, ema.step, opt, done,
                              {"curve": rows, "config": OmegaConf.to_container(cfg, resolve=True)})
             write_curve(out, rows)
