@@ -328,7 +328,7 @@ def _plan_jobs(study: Study, a: dict, seeds: list[int]) -> None:
                                     priority=4, key="breakdown", folder=str(folder))
 
 
-STRUCTURAL = ("regex", "bool", "int")  # parameter kinds that choose targets, not effect sizes
+EFFECT_KINDS = ("offset", "factor", "prob", "std", "steps", "vec3")  # kinds that set an effect's size (not targets/modes)
 
 
 def target_effects(target: dict, split: dict | None = None) -> dict[str, dict]:
@@ -340,7 +340,7 @@ def target_effects(target: dict, split: dict | None = None) -> dict[str, dict]:
     split = split or {}
     effects = {}
     for axis in enabled_axes(target):
-        numeric = [k for k, (kind, _) in params[axis].items() if kind not in STRUCTURAL]
+        numeric = [k for k, (kind, _) in params[axis].items() if kind in EFFECT_KINDS]
         groups = split.get(axis) or {axis: numeric}
         for effect, keys in groups.items():
             for k in keys:
