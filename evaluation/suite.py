@@ -22,7 +22,7 @@ from tqdm import tqdm
 from realgap.errors import RealgapError
 
 from . import store as store_mod
-from .executors import EXECUTORS, execute
+from .executors import EXECUTORS, execute, pinned_threads
 from .plan import Plan, build_plan
 from .policy_loader import load_policy
 from .rollout import FAULT_REASONS, Episode, _Recorder
@@ -150,7 +150,8 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     out = Path(cfg["out"]).expanduser()
     mode = store_mod.check_output(out, resume, overwrite, plan)  # a changed suite/policy fails here
     policy = suite["policy"] if isinstance(suite["policy"], dict) else {"spec": suite["policy"]}
-    frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {})
+    with pinned_threads():  # the policy runs under the same settings everywhere, its first check included
+        frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {})
 
     store = store_mod.open_output(out, mode, plan, suite)
     writer = store_mod.EpisodeWriter(store, frame_specs)

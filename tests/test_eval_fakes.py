@@ -114,6 +114,22 @@ def make_policy(**kwargs):
     return GoalSeeker(**kwargs)
 
 
+class ThreadProbe(GoalSeeker):
+    """GoalSeeker that records the torch thread count it runs under (one value per act() call)."""
+
+    seen: list = []
+
+    def act(self, obs, slots):
+        import torch
+
+        ThreadProbe.seen.append(torch.get_num_threads())
+        return super().act(obs, slots)
+
+
+def make_thread_probe():
+    return ThreadProbe()
+
+
 def make_wrong_shape_policy():
     return GoalSeeker(action_dim=7)
 
