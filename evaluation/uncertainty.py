@@ -48,12 +48,16 @@ Output files (schema "realgap.uncertainty/1")
                      "stac": ..., "novelty": ..., "denoise_loss": ..., "random": ...},  # max of each
           "trace": [{"step": 0, "score": 0.004}, {"step": 8, "score": 0.011}, ...],  # primary, per replan
           "alarm_step": 48,                   # first replan step whose running max > threshold; null if none
-          "flagged": true                     # alarm_step is not null (== score > threshold)
+          "flagged": true,                    # alarm_step is not null (== score > threshold)
+          "chunks_source": "stored"           # "stored" (data/chunks of the run) or "resampled" (offline)
         }, ...
       ]
     }
 
 The K sampled chunks themselves are in the store, not in JSON: ``data/chunks`` (see below).
+``realgap uncertainty`` also writes ``metrics.json`` (detector figures per condition, false-alarm rate,
+noise floor, goals), ``index.html``, ``novelty.npz`` (the embedding Gaussian, reused by ``realgap score``)
+and the calibration suite under ``calibration/``.
 
 Chunks in the episode store
 ===========================
