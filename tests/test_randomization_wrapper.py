@@ -141,3 +141,31 @@ def test_latency_delays_the_applied_control_by_n_steps():
 def test_env_without_mujoco_is_rejected():
     with pytest.raises(RealgapError, match="exposes no MuJoCo model/data"):
         DomainRandomization(gym.make("CartPole-v1"), cfg())
+
+
+def test_realgap_env_gets_its_dr_through_the_same_wrapper():
+    """One DR path: realgap's env has no randomizer of its own; envs.make wraps it like any env, and
+    placement lands on the env's nominal layout (through its layout hook) before the scene settles."""
+    import inspect
+
+    import realgap.envs as envs
+    from realgap.envs.catalogue import ITEM_NAMES, body_name
+    from realgap.envs.place_env import PlaceInReceptacleEnv
+
+    assert "randomization" not in inspect.signature(PlaceInReceptacleEnv).parameters
+    c = cfg("nominal", placement={"enabled": True, "object_xy": [0.02, 0.03], "object_yaw": [0.0, 0.0],
+                                  "receptacle_xy": [0.0, 0.0], "receptacle_yaw": [0.0, 0.0], "min_separation": 0.0})
+    env = envs.make("realgap/PlaceInReceptacle-v0", randomization=c)
+    assert isinstance(env, DomainRandomization) and not env.inapplicable_axes
+    assert env.unwrapped.dr_layout_hook is not None
+    nominal, _ = envs.make("realgap/PlaceInReceptacle-v0").reset(seed=7)
+    obs, info = env.reset(seed=7)
+    moved = info["dr_params"]["placement"]["objects"]
+    assert set(moved) == {body_name(o) for o in info["task"]["objects"]}
+    rows0, rows = nominal["object_state"].reshape(len(ITEM_NAMES), 6), obs["object_state"].reshape(len(ITEM_NAMES), 6)
+    for k, name in enumerate(ITEM_NAMES):
+        if body_name(name) in moved:
+            np.testing.assert_allclose(rows[k, 1:3] - rows0[k, 1:3], moved[body_name(name)]["dxy"], atol=2e-3)
+            assert abs(rows[k, 3] - rows0[k, 3]) < 1e-3  # settled on the table like the nominal layout
+    again, info2 = env.reset(seed=7)
+    assert info2["dr_params"] == info["dr_params"] and np.array_equal(again["object_state"], obs["object_state"])
