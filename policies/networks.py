@@ -75,19 +75,21 @@ class InstructionEncoder(nn.Module):
 
 
 class PositionalInstructionEncoder(nn.Module):
-    """Word + position embeddings, masked mean, MLP: word order matters ("red block ... yellow rack"
-    differs from "yellow block ... red rack"), which a bag of words cannot tell apart."""
+    """Word + position embeddings, a per-token MLP, masked mean, linear: word order matters ("red block ...
+    yellow rack" differs from "yellow block ... red rack"). The per-token nonlinearity is what makes it
+    so: a mean of (word + position) sums is the same for both orders."""
 
     def __init__(self, vocab_size: int, dim: int, max_len: int = 16):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.1)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.Mish(), nn.Linear(dim * 2, dim))
+        self.token_mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.Mish())
+        self.out = nn.Linear(dim * 2, dim)
 
     def forward(self, tokens):
         mask = (tokens != 0).unsqueeze(-1).to(self.emb.weight.dtype)
-        h = (self.emb(tokens) + self.pos[: tokens.shape[1]]) * mask
-        return self.mlp(h.sum(1) / mask.sum(1).clamp(min=1.0))
+        h = self.token_mlp(self.emb(tokens) + self.pos[: tokens.shape[1]]) * mask
+        return self.out(h.sum(1) / mask.sum(1).clamp(min=1.0))
 
 
 class FiLMImageEncoder(nn.Module):

@@ -242,3 +242,37 @@ def test_checkpoint_shape_mismatch_and_damage_are_one_line_errors(dataset, tmp_p
         load_policy(tmp_path / "c")
     with pytest.raises(RealgapError, match="does not exist"):
         load_policy(tmp_path / "nope")
+
+
+IMAGE_CFG = {"state_keys": ["proprio"], "image_keys": ["image_front"], "image_encoder": "film",
+             "instruction_encoder": "positional", "image_strides": [2, 2, 1],
+             "image_aux": {"enabled": True, "row_names": ["red block", "yellow rack"]}}
+
+
+def test_image_policy_grounds_words_in_the_encoder_and_reports_unknown_words(dataset):
+    p = make_policy(dataset, **IMAGE_CFG)
+    assert p.state_keys == ["proprio"] and not hasattr(p, "row_attn")  # no object_state input, no name lookup
+    obs = obs_batch(dataset, 1)
+    img = p.to_tensors(obs)
+    with torch.no_grad():
+        for film in p.image_enc["image_front"].films:  # FiLM starts as the identity; give it weights
+            film.weight.normal_(0, 0.5)
+        feats = [p.encode_images(img, p.instr_enc(torch.as_tensor(p.tokenizer.encode([text]))))["image_front"][0]
+                 for text in ("place the red block in the yellow rack", "place the yellow block in the red rack")]
+    assert not torch.allclose(feats[0], feats[1])  # same image, other words (same bag of words): other features
+    odd = "place the zebra block in the yellow rack please"
+    assert p.unknown_words(odd) == ["zebra", "please"]
+    assert p.tokenizer.encode([odd])[0, 2] == 1  # <unk>
+    chunks = p.sample_chunks(obs | {"instruction": [odd]}, 2, seed=0)
+    assert chunks.shape == (1, 2, 8, 4) and np.all(np.isfinite(chunks))
+
+
+def test_auxiliary_labels_are_the_named_rows_positions(dataset):
+    p = make_policy(dataset, **IMAGE_CFG)
+    rows = torch.tensor([[1, 0.1, 0.2, 0.3, 1, 0], [1, -0.1, -0.2, 0.0, 1, 0]], dtype=torch.float32)  # red block, yellow rack
+    obs = {"object_state": rows.reshape(1, 1, 12), "instructions": ["place the red block in the yellow rack"]}
+    target = p.aux_targets(obs)[0, 0]
+    torch.testing.assert_close(target[:6], torch.tensor([1.0, 2.0, 3.0, -1.0, -2.0, 0.0]))  # metres x 10
+    torch.testing.assert_close(target[6:], torch.tensor([1, 1.0, 2.0, 3.0, 1, -1.0, -2.0, 0.0]))
+    swapped = p.aux_targets({**obs, "instructions": ["place the yellow rack in the red block"]})[0, 0]
+    torch.testing.assert_close(swapped[:6], target[[3, 4, 5, 0, 1, 2]])

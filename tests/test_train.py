@@ -90,3 +90,55 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
     assert lr_at(55, 1.0, 10, 100) == pytest.approx(0.5)
     assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_device_auto_picks_cpu_here_and_cuda_without_a_gpu_is_one_line_error(store, tmp_path):
+    import torch
+
+    from realgap.policies.train import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: auto would pick cuda")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RealgapError, match="train.device: cuda requested but no CUDA GPU") as e:
+        main(train_cfg(store, tmp_path / "out", device="cuda"))
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+    with pytest.raises(RealgapError, match="train.device: unknown 'tpu'"):
+        main(train_cfg(store, tmp_path / "out", device="tpu"))
+    assert main(train_cfg(store, tmp_path / "auto", steps=3, device="auto")) == 0
+
+
+IMAGE_POLICY = {"state_keys": ["proprio"], "image_keys": ["image_front"], "image_encoder": "film",
+                "instruction_encoder": "positional", "image_strides": [2, 2, 1],
+                "image_aux": {"enabled": True, "row_names": ["red block", "yellow rack"]}}
+
+
+def test_encoder_pretraining_then_frozen_cached_features_and_exact_resume(tmp_path):
+    """Phase 1 trains only the FiLM encoder on the auxiliary position loss; phase 2 freezes it (EMA copy
+    included) and trains the head on cached features; a run killed in phase 2 resumes exactly."""
+    from realgap.policies.train import cache_image_features  # noqa: F401  (the phase-2 path under test)
+
+    fake_store(tmp_path / "img.zarr", n_episodes=4, image=True)
+    cfg = lambda out, steps: train_cfg(tmp_path / "img.zarr", tmp_path / out, steps=steps, policy=IMAGE_POLICY,  # noqa: E731
+                                       encoder_pretrain_steps=3, freeze_encoder=True)
+    assert main(cfg("full", 9)) == 0
+    curve = json.loads((tmp_path / "full" / "curve.json").read_text())
+    assert [r["phase"] for r in curve] == ["encoder", "policy", "policy"]
+    state = load_file(str(tmp_path / "full" / "train_state.safetensors"))
+    p = load_diffusion(tmp_path / "full")
+    enc = {k: v for k, v in state.items() if k.startswith("ema.image_enc.")}
+    assert enc and all(torch_equal(v, state["model." + k[4:]]) for k, v in enc.items())  # EMA encoder = frozen one
+    assert "object_state" in p.shapes and p.state_keys == ["proprio"]  # labels only: never a policy input
+    main(cfg("part", 6))
+    main(cfg("part", 9), resume=True)
+    b = load_file(str(tmp_path / "part" / "train_state.safetensors"))
+    for k in state:
+        np.testing.assert_allclose(state[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)
+    with pytest.raises(RealgapError, match="encoder_pretrain_steps"):
+        main(train_cfg(tmp_path / "img.zarr", tmp_path / "bad", steps=9, encoder_pretrain_steps=3))  # state policy
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
