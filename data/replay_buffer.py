@@ -265,6 +265,12 @@ class ReplayBuffer:
                 raise RealgapError(f"{self.path}: meta/episode_info of episode {i} is not JSON ({e})") from e
         return checked
 
+    @property
+    def unchecksummed(self) -> list[str]:
+        """Arrays without a crc32c codec (written before layout 2): a missing chunk there reads as zeros."""
+        names = [f"meta/{n}" for n in ("episode_ends", "episode_info")] + [f"data/{k}" for k in self.keys]
+        return [n for n in names if not _checksummed(self.root[n])]
+
     def _where(self, name: str, row: int) -> str:
         """'first affected episode i (condition c, seed s)' for row ``row`` of array ``name``."""
         if name.startswith("data/"):

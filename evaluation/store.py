@@ -148,6 +148,10 @@ def verify_main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     chunks = store.verify(progress=bool(cfg.get("progress", True)))
     print(f"{path}: ok ({store.n_episodes} episodes, {store.n_steps} steps, {len(store.keys)} data arrays, "
           f"{chunks} chunks checked)")
+    if store.unchecksummed:
+        print(f"{path}: note: {len(store.unchecksummed)} arrays were written without checksums (layout 1: "
+              f"{', '.join(store.unchecksummed[:3])}{', ...' if len(store.unchecksummed) > 3 else ''}); "
+              "a missing chunk there reads as zeros and cannot be detected")
     return 0
 
 

@@ -155,6 +155,7 @@ def test_every_array_is_checksummed_and_all_zero_chunks_are_written(tmp_path, mo
         assert any(isinstance(c, Crc32cCodec) for c in buf.root[name].metadata.codecs), name
     chunk_files = list((tmp_path / "s.zarr" / "data" / "action" / "c").iterdir())
     assert len(chunk_files) == 10  # ceil(38 / 4): the zero chunks exist too
+    assert buf.unchecksummed == []
     assert ReplayBuffer.open(tmp_path / "s.zarr").verify() == 10 + 1 + 1
 
 
