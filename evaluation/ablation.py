@@ -385,7 +385,7 @@ def _link(path: str | None, out: Path, text: str) -> str:
     if not path:
         return "–"
     rel = os.path.relpath(path, out / "report")
-    return f'<a href="{html.escape(rel)}">{html.escape(text)}</a>'
+    return _H(f'<a href="{html.escape(rel)}">{html.escape(text)}</a>')
 
 
 def _plots(r: dict) -> dict[str, str]:
@@ -445,16 +445,34 @@ def _plots(r: dict) -> dict[str, str]:
     curves = [c for c in r["curves"] if c["curve"]]
     if curves:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for c in curves:
-            steps = [row["step"] for row in c["curve"] if row.get("val_loss") is not None]
-            vals = [row["val_loss"] for row in c["curve"] if row.get("val_loss") is not None]
-            ax.plot(steps, vals, label=f"{c['variant']}/{c['seed']}", lw=1)
+        for i, c in enumerate(curves):
+            label = f"{c['variant']}/{c['seed']}"
+            for key, style in (("val_loss", "-"), ("train_loss", ":")):
+                rows = [(row["step"], row[key]) for row in c["curve"] if row.get(key) is not None]
+                if rows:
+                    ax.plot(*zip(*rows), style, color=f"C{i % 10}", lw=1, label=label)
+                    label = None
         ax.set_xlabel("training step")
-        ax.set_ylabel("validation loss (EMA policy)")
+        ax.set_ylabel("loss: validation (EMA, solid), training (dotted)")
         ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
         imgs["curves"] = _png(fig)
     return imgs
+
+
+class _H(str):
+    """A table cell that is already HTML (links, bold verdicts); every other cell is escaped."""
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    import html
+
+    def cell(c) -> str:
+        return c if isinstance(c, _H) else html.escape(str(c))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _num(iv: dict | None) -> str:
@@ -465,8 +483,6 @@ def _num(iv: dict | None) -> str:
 
 def write_html(path: Path, r: dict, imgs: dict[str, str], out: Path) -> None:
     import html
-
-    from .report import _table
 
     def img(key: str) -> str:
         return f'<img src="data:image/png;base64,{imgs[key]}">' if key in imgs else "<p>(not yet available)</p>"
@@ -487,7 +503,7 @@ def write_html(path: Path, r: dict, imgs: dict[str, str], out: Path) -> None:
         if e["status"] != "done":
             rows.append([e["axis"], "pending", "", "", "", "", "", ""])
             continue
-        rows.append([e["axis"], f"<b>{e['verdict']}</b>", _iv({**e["effect"]["ci95"]}, True), _iv(e["effect"]["ci90"], True),
+        rows.append([e["axis"], _H(f"<b>{e['verdict']}</b>"), _iv({**e["effect"]["ci95"]}, True), _iv(e["effect"]["ci90"], True),
                      f"±{100 * e['margin']:g}", f"{100 * e['success_base']:.1f} / {100 * e['success_other']:.1f}",
                      _iv(e.get("effect_nominal", {}) and e["effect_nominal"]["ci95"], True),
                      "yes" if e["demos_identical"] else "no"])
@@ -503,7 +519,7 @@ def write_html(path: Path, r: dict, imgs: dict[str, str], out: Path) -> None:
         if c["status"] != "done":
             rows.append([c["variant"], "pending", "", "", "", ""])
             continue
-        links = " ".join(_link(p, out, f"seed {s}") for s, p in zip(c["train_seeds"], c["reports"]))
+        links = _H(" ".join(_link(p, out, f"seed {s}") for s, p in zip(c["train_seeds"], c["reports"])))
         rows.append([c["variant"], ", ".join(map(str, c["train_seeds"])), _iv(c["nominal"]), _iv(c["train_dr"]), _iv(c["target"]), links])
     parts.append(_table(["config", "training seeds", "nominal", "training DR", "target", "suite reports"], rows))
     parts.append(f"<h2>2. Strength sweep: {html.escape(str(r['sweep']['axis']))}</h2>")

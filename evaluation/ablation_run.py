@@ -51,7 +51,7 @@ STUDY = "study.json"
 MANIFEST = "manifest.json"
 EXECUTORS = ("local", "inline", "ray")
 # run-time knobs that never change results: allowed to differ on --resume
-RUNTIME_KEYS = ("executor", "workers", "ray_address", "torch_threads", "out")
+RUNTIME_KEYS = ("executor", "workers", "ray_address", "torch_threads", "out", "report_only")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -374,11 +374,31 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _exit_with_parent() -> None:
+    """In a pool worker: exit when the study process dies (kill -9 leaves pool workers running, and a
+    resumed study must not find a second writer in a job's folder)."""
+    import threading
+
+    if mp.current_process().name == "MainProcess":
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def run_job(kind: str, cfg: dict, folder: str, torch_threads: int = 1) -> dict:
     """Run one job to completion in this process; returns its result (also written to DONE.json).
 
     An unfinished earlier attempt in ``folder`` is continued with the command's own --resume.
     """
+    if not any(t.name == "exit-with-parent" for t in __import__("threading").enumerate()):
+        _exit_with_parent()
     _threads(torch_threads)
     folder_p = Path(folder)
     folder_p.mkdir(parents=True, exist_ok=True)
@@ -617,7 +637,15 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     if resume and overwrite:
         raise RealgapError("--resume and --overwrite exclude each other")
     study = build_study(cfg)  # every check before anything is written or simulated
+    if cfg.get("report_only"):  # e.g. a study still running or cut short: report what has finished
+        if not (study.out / MANIFEST).exists():
+            raise RealgapError(f"out: {study.out / MANIFEST} missing (no study to report on)")
+        from .ablation import build_report
+
+        print(f"report: {build_report(study.out)}")
+        return 0
     _preflight_env(study)
+    lock = _lock(study.out)  # held until this process ends (released by the kernel even on kill -9)
     prepare_output(study, resume, overwrite)
     from .suite import resolve_workers
 
@@ -629,7 +657,24 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
 
     index = build_report(study.out)
     print(f"report: {index}")
+    lock.close()
     return 0
+
+
+def _lock(out: Path):
+    import fcntl
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(out.parent / f".{out.name}.lock", "w")  # beside the study: --overwrite may delete the folder
+    except OSError as e:
+        raise RealgapError(f"out: {out} is not writable ({e.strerror or e})") from e
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        fh.close()
+        raise RealgapError(f"out: another `realgap ablate` is running on {out}") from e
+    return fh
 
 
 def _preflight_env(study: Study) -> None:

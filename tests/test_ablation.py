@@ -250,3 +250,14 @@ def test_kill_9_then_resume_does_not_repeat_a_finished_training(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(j["status"] == "done" for j in manifest["jobs"].values())
     assert (out / "report" / "index.html").exists()
+
+
+def test_a_second_study_process_on_the_same_output_is_refused(tmp_path, capsys):
+    out = tmp_path / "study"
+    held = ablation_run._lock(out)  # as a running `realgap ablate` holds it
+    try:
+        assert main(["ablate", f"out={out}"]) == 2
+        assert "another `realgap ablate` is running" in capsys.readouterr().err
+        assert not out.exists()
+    finally:
+        held.close()
