@@ -59,6 +59,9 @@ class GroupTask:
     record_chunks: bool = False
     success_key: str = "is_success"
     action_bounds: str = "fault"  # fault | clip
+    # Env kwargs that give frames, when the episodes run without them: the episodes that keep frames are
+    # replayed (seed + stored actions) in such an env afterwards, so only kept frames are ever rendered.
+    frame_env_kwargs: dict | None = None
 
 
 @dataclass
@@ -95,6 +98,7 @@ class _Slot:
         self.reported = False
         self.info_keys: tuple[str, ...] = ()
         self.end_time = 0.0
+        self.policy_info: dict = {}
 
     def observe(self, rows: dict[str, np.ndarray]) -> None:
         for k, v in rows.items():
@@ -159,7 +163,10 @@ def run_group(task: GroupTask, policy, make_env: Callable[..., Any] | None = Non
             warnings.filterwarnings("ignore", message=r"randomization\.axes\.")
             for _ in task.seeds:
                 envs.append(make_env(task.env_id, **task.env_kwargs))
-        return run_batch(envs, policy, task)
+        episodes = run_batch(envs, policy, task)
+        if task.frame_env_kwargs is not None:
+            replay_frames(task, episodes, make_env)
+        return episodes
     finally:
         for env in envs:
             try:
@@ -251,7 +258,45 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
                 reason = info.get("termination_reason") or ("success" if success else "timeout" if truncated else "terminated")
                 slot.finish(str(reason), success=success)
         step += 1
+    report = getattr(policy, "episode_info", None)  # e.g. instruction words the policy does not know
+    if callable(report):
+        for i, slot in enumerate(slots):
+            try:
+                slot.policy_info = dict(report(i))
+            except Exception:
+                pass
     return [_to_episode(task, slot, t0, action_dim) for slot in slots]
+
+
+def replay_frames(task: GroupTask, episodes: list[Episode], make_env: Callable[..., Any]) -> None:
+    """Give each episode that keeps frames but ran without them its frames: replay its seed and stored
+    actions in an env made with ``task.frame_env_kwargs``. Episodes are deterministic per seed and actions
+    (DR, sensing noise and the task all come from the seed), so the frames are those a rendered run shows
+    (tested pixel for pixel). A replay that cannot follow the stored episode leaves it without frames."""
+    todo = [ep for ep in episodes if ep.info["frames"] and not any(k.startswith("image_") for k in ep.steps)]
+    if not todo:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"randomization\.axes\.")
+        env = make_env(task.env_id, **task.frame_env_kwargs)
+    try:
+        recorder = _Recorder(env, "all")
+        for ep in todo:
+            length = ep.info["length"]
+            try:
+                obs, _ = env.reset(seed=ep.seed)
+                rows = [recorder.rows(obs)]
+                for action in ep.steps["action"][:length]:
+                    obs, *_ = env.step(action)
+                    rows.append(recorder.rows(obs))
+            except Exception as e:
+                ep.info["frames"] = False
+                ep.info["frames_error"] = f"replay: {_error_text(e)}"
+                continue
+            for key in (k for k in rows[0] if k.startswith("image_")):
+                ep.steps[key] = np.stack([r[key] for r in rows])
+    finally:
+        env.close()
 
 
 def _policy_error(policy, obs: list, slots: list[_Slot], active: list[int], error: str) -> None:
@@ -308,6 +353,8 @@ def _to_episode(task: GroupTask, slot: _Slot, t0: float, action_dim: int) -> Epi
     }
     if slot.instruction is not None:
         info["instruction"] = slot.instruction
+    if slot.policy_info:
+        info["policy"] = slot.policy_info
     if task.action_bounds == "clip":
         info["clipped_steps"] = slot.clipped
     if task.record_chunks and slot.chunks:

@@ -73,8 +73,13 @@ class RecedingHorizonExecutor:
         self.steps = [0] * n
         self.replans = [0] * n
         self.instructions: list[str] = [""] * n
+        self.unknown_words: list[list[str]] = [[] for _ in range(n)]
         self.slot_chunks: dict[int, np.ndarray] = {}
         self.last_chunks: list[np.ndarray | None] = []
+
+    def episode_info(self, slot: int) -> dict[str, Any]:
+        """What the policy reports about a slot's episode (the suite stores it in the episode info)."""
+        return {"unknown_words": list(self.unknown_words[slot])}
 
     def act(self, obs: Sequence[dict[str, Any]], slots: Sequence[int]) -> np.ndarray:
         to = self.policy.n_obs_steps
@@ -83,6 +88,8 @@ class RecedingHorizonExecutor:
             if not self.history[s]:
                 self.history[s].extend([frame] * to)
                 self.instructions[s] = str(o.get("instruction", ""))
+                if hasattr(self.policy, "unknown_words"):  # encoded as <unk>; reported, never fatal
+                    self.unknown_words[s] = self.policy.unknown_words(self.instructions[s])
             else:
                 self.history[s].append(frame)
         need = [s for s in slots if not self.queue[s]]

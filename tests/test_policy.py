@@ -265,6 +265,10 @@ def test_image_policy_grounds_words_in_the_encoder_and_reports_unknown_words(dat
     assert p.tokenizer.encode([odd])[0, 2] == 1  # <unk>
     chunks = p.sample_chunks(obs | {"instruction": [odd]}, 2, seed=0)
     assert chunks.shape == (1, 2, 8, 4) and np.all(np.isfinite(chunks))
+    ex = RecedingHorizonExecutor(p)  # what a suite stores in each episode's info["policy"]
+    ex.reset([1, 2])
+    ex.act([env_obs(dataset, 0) | {"instruction": odd}, env_obs(dataset, 0)], [0, 1])
+    assert ex.episode_info(0) == {"unknown_words": ["zebra", "please"]} and ex.episode_info(1) == {"unknown_words": []}
 
 
 def test_auxiliary_labels_are_the_named_rows_positions(dataset):
