@@ -17,8 +17,8 @@ same seeds; parallel, resumable, stored like any suite):
 Scoring reads the episode store only. ``classify`` decides where each episode *went* from the
 end-effector path (``proprio[:3]``) and the gripper (command ``action[:, 3] > 0``, fingers
 ``proprio[6:8]``): the receptacle the gripper released a held object over, else the one it was
-carrying the object at when the episode ended: ``instructed`` / ``memorized`` (L0, the trained
-target's place) / ``other`` / ``none``.
+carrying the object at when the episode ended (else, rarely, the one an object that slipped out
+landed in): ``instructed`` / ``memorized`` (L0, the trained target's place) / ``other`` / ``none``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ CATEGORIES = ("instructed", "memorized", "other", "none")
 HOLD_MIN = 0.006  # m: fingers closer than this to the centre line hold nothing (closed on air)
 HOLD_MAX = 0.037  # m: wider than this they are (still) open -- FINGER_OPEN is 0.045
 REACH = 0.08  # m: a release farther than this (xy) from every receptacle and L0 went nowhere (slots are 0.16 apart)
+LANDED = 0.04  # m: an unreleased object that moved this far and ends this close to a receptacle landed in it
 SAME_PATH = 0.02  # m: counterfactual paths closer than this at every step are "unchanged"
 SWAP_VARIANTS = ("novel_in_place", "novel_move", "novel_move_distractor",
                  "training_in_place", "training_move", "training_move_distractor")
@@ -175,7 +176,7 @@ def check_reads_instruction(suite: dict) -> None:
 class Destination:
     category: str  # one of CATEGORIES
     item: str | None  # the receptacle (or "L0 (empty)") the gripper went to
-    mode: str  # release | carry | none
+    mode: str  # release | carry | object (nothing released, but an object landed in it) | none
     step: int | None  # the release step (or the last step while carrying)
     xy: tuple[float, float] | None  # end-effector xy there
 
@@ -219,9 +220,11 @@ def memorized_xy(task: dict) -> np.ndarray | None:
     return np.array(g["memorized_xy"], float) if g.get("memorized_xy") is not None else None
 
 
-def classify(proprio: np.ndarray, actions: np.ndarray, task: dict, object_state0: np.ndarray | None = None) -> Destination:
-    """Where one episode went (see the module docstring). ``object_state0``: the first observed object_state."""
+def classify(proprio: np.ndarray, actions: np.ndarray, task: dict, object_state: np.ndarray | None = None) -> Destination:
+    """Where one episode went (see the module docstring). ``object_state``: the observed rows per step (T+1, R*6)
+    give the receptacles' observed poses and, when no held object was released, the object that ended up in one."""
     proprio, actions = np.asarray(proprio, float), np.asarray(actions, float)
+    os0 = None if object_state is None else np.asarray(object_state, float)[0]
     n = min(len(proprio), len(actions))
     command = actions[:n, 3]
     closed, opened = gripper_closed(actions[:n]), np.isfinite(command) & (command <= 0)
@@ -233,25 +236,49 @@ def classify(proprio: np.ndarray, actions: np.ndarray, task: dict, object_state0
         mode, step = "carry", n - 1  # still closed on the object when the episode ended
     elif releases:
         mode, step = "release", releases[-1]
-    else:
-        return Destination("none", None, "none", None, None)
+    else:  # nothing released: an object that slipped out on the way may still have landed in a receptacle
+        return _landed(task, object_state)
     xy = proprio[step, :2]
-    cands = places(task, object_state0)
+    cands = places(task, os0)
     if not cands:
         return Destination("none", None, mode, int(step), (float(xy[0]), float(xy[1])))
     name, dist = min(((k, float(np.hypot(*(xy - v)))) for k, v in cands.items()), key=lambda kv: kv[1])
     point = (float(xy[0]), float(xy[1]))
     if dist > REACH:
         return Destination("none", None, mode, int(step), point)
+    return Destination(_category(name, cands, task), name, mode, int(step), point)
+
+
+def _category(name: str, cands: dict[str, np.ndarray], task: dict) -> str:
     instructed = task["target_receptacle"]
     l0 = memorized_xy(task)
     if name == instructed:
-        cat = "instructed"
-    elif name == "L0 (empty)" or (l0 is not None and np.hypot(*(cands[name] - l0)) < REACH / 2):
-        cat = "memorized"
-    else:
-        cat = "other"
-    return Destination(cat, name, mode, int(step), point)
+        return "instructed"
+    if name == "L0 (empty)" or (l0 is not None and np.hypot(*(cands[name] - l0)) < REACH / 2):
+        return "memorized"
+    return "other"
+
+
+def _landed(task: dict, object_state: np.ndarray | None) -> Destination:
+    """Mode "object": an object moved more than LANDED m that ended within LANDED of a receptacle's centre."""
+    from realgap.envs.catalogue import ITEM_NAMES, OBJECT_NAMES
+
+    nothing = Destination("none", None, "none", None, None)
+    if object_state is None or len(object_state) < 2:
+        return nothing
+    rows = np.asarray(object_state, float).reshape(len(object_state), len(ITEM_NAMES), -1)
+    cands = places(task, rows[0].reshape(-1))
+    for name in task.get("objects") or []:
+        k = OBJECT_NAMES.index(name)
+        first, last = rows[0, k, 1:3], rows[-1, k, 1:3]
+        if rows[-1, k, 0] < 0.5 or np.hypot(*(last - first)) < LANDED:
+            continue
+        hits = [(float(np.hypot(*(last - v))), c) for c, v in cands.items() if c != "L0 (empty)"]
+        if hits and min(hits)[0] < LANDED:
+            item = min(hits)[1]
+            return Destination(_category(item, cands, task), item, "object", len(rows) - 1,
+                               (float(last[0]), float(last[1])))
+    return nothing
 
 
 def jerk(proprio: np.ndarray) -> float:
@@ -287,8 +314,7 @@ def episode_records(infos: list[dict], store) -> list[dict]:
         if "proprio" not in steps or not task.get("receptacles"):
             dest = Destination("none", None, "none", None, None)
         else:
-            os0 = steps["object_state"][0] if "object_state" in steps else None
-            dest = classify(steps["proprio"], steps["action"], task, os0)
+            dest = classify(steps["proprio"], steps["action"], task, steps.get("object_state"))
         proprio = steps.get("proprio", np.zeros((1, 8)))
         g = task.get("grounding") or {}
         records.append({
@@ -379,34 +405,42 @@ def verdict(summary: dict, records: list[dict]) -> str:
         n = len(moved)
         obj = _iv(sum(r["dest_category"] == "instructed" for r in moved), n)
         loc = _iv(sum(r["dest_category"] == "memorized" for r in moved), n)
-        none = sum(r["dest_category"] == "none" for r in moved)
-        conds = sorted({r["condition"] for r in moved})
+        none = _iv(sum(r["dest_category"] == "none" for r in moved), n)
         if obj["low"] > loc["high"]:
-            call = "The policy follows the object it is told to"
+            call = "It follows the object it is told to, not a memorized place"
         elif loc["low"] > obj["high"]:
-            call = "The policy follows the place it memorized, not the instruction"
+            call = "It follows the place it memorized, not the instruction"
         else:
-            call = "Neither object nor memorized place clearly wins"
-        parts.append(f"{call}: on moved-target episodes (the instructed receptacle away from L0; {n} episodes of "
-                     f"{', '.join(conds)}) it goes to the instructed receptacle in {_pct(obj)} and to the memorized "
-                     f"location L0 in {_pct(loc)}; {none} went nowhere (95% Wilson intervals; seeds repeat across "
-                     "variants, so the pooled intervals are optimistic; per-variant rates below).")
+            call = "Neither the named object nor the memorized place clearly wins"
+        if none["estimate"] > max(obj["estimate"], loc["estimate"]):
+            call += " whenever it goes anywhere, which is seldom"
+        parts.append(f"{call}: in moved-target episodes (the named receptacle away from L0, {n} episodes over "
+                     f"{len({r['condition'] for r in moved})} variants) it went to the named receptacle in {_pct(obj)}, "
+                     f"to the memorized location L0 in {_pct(loc)} and nowhere in {_pct(none)} (Wilson 95%; the variants "
+                     "share seeds, so these pooled intervals are a little optimistic).")
     by = {v["variant"]: v for v in summary["variants"]}
-    for name in ("novel_move", "training_move"):
-        if name in by:
-            parts.append(f"{name}: object {_pct(by[name]['object_following'])}, L0 {_pct(by[name]['location_following'])}.")
+    if "training_move" in by and "novel_move" in by:
+        t, v = by["training_move"], by["novel_move"]
+        pair = next((p for p in summary["pairs"] if p["base"] == "training_move" and p["other"] == "novel_move"), None)
+        parts.append(f"Moved to L1 with L0 empty, a training receptacle drew it there in {_pct(t['object_following'])} "
+                     f"and the held-out one in {_pct(v['object_following'])}"
+                     + (f" (McNemar p = {pair['p_value']:.2g})" if pair else "")
+                     + f"; with the held-out one it went nowhere in {_pct(v['none'])}.")
     cf = summary.get("counterfactual")
     if cf and cf["n"]:
-        parts.append(f"Naming the other receptacle on the same scene: it follows both instructions in "
-                     f"{_pct(cf['follows_both'])} of scenes and ignores the instruction (same destination) in "
+        parts.append(f"Naming the other receptacle in the same scene, it followed both instructions in "
+                     f"{_pct(cf['follows_both'])} of scenes and went to the same place regardless in "
                      f"{_pct(cf['invariant_destination'])}.")
-    worst = sorted(summary["robustness"], key=lambda r: r["success"]["estimate"] if r["success"]["estimate"] is not None else 1)
-    if worst and "canonical" in by:
-        w = worst[0]
-        parts.append(f"Rewording: canonical success {_pct(by['canonical']['success'])}; the worst wording "
-                     f"({w['variant']}, e.g. \"{w['example']}\") {_pct(w['success'])} (McNemar p = "
-                     f"{w['success_vs_canonical']['p_value']:.2g}), jerk {w['jerk_mm2']['variant']['estimate']:.3g} vs "
-                     f"{w['jerk_mm2']['canonical']['estimate']:.3g} mm² (Wilcoxon p = {w['jerk_mm2']['p_wilcoxon']:.2g}).")
+    rob = summary["robustness"]
+    if rob and "canonical" in by:
+        words = "; ".join(f"{r['variant'][len('phrase_'):]} {_pct(r['success'])} (p = {r['success_vs_canonical']['p_value']:.2g})"
+                          for r in rob)
+        jerky = [r["variant"][len("phrase_"):] for r in rob
+                 if r["jerk_mm2"]["n_pairs"] and r["jerk_mm2"]["p_wilcoxon"] < 0.05
+                 and r["jerk_mm2"]["difference"]["estimate"] > 0]
+        parts.append(f"Reworded instructions, success vs canonical {_pct(by['canonical']['success'])}: {words}. "
+                     + (f"Motion was significantly jerkier (Wilcoxon p < 0.05) for: {', '.join(jerky)}."
+                        if jerky else "No wording made the motion significantly jerkier (Wilcoxon p < 0.05)."))
     return " ".join(parts)
 
 
@@ -476,7 +510,7 @@ def paths_plot(records: list[dict], conds: list[str], per_variant: int) -> str |
         if r["dest_xy"] is not None:
             ax.plot(*r["dest_xy"], "x", color=colour[r["dest_category"]], ms=9, mew=2)
         ax.set_xlim(-0.27, 0.27)
-        ax.set_ylim(-0.2, 0.22)
+        ax.set_ylim(-0.24, 0.22)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -535,7 +569,7 @@ def write_html(path: Path, meta: dict, summary: dict, images: dict, videos: list
         "<p>Each variant runs the same seeds. <b>instructed</b>: the gripper released (or, never releasing, was carrying) "
         "the object over the receptacle the instruction names; <b>memorized</b>: over L0, where the trained target stood "
         "(empty, or holding the trained target as a distractor); <b>other</b>: another receptacle; <b>none</b>: no "
-        f"held object released within {100 * REACH:.0f} cm of any. Success and the standard tables: "
+        f"held object released within {100 * REACH:.0f} cm of any (nor one that slipped out landing in one). Success and the standard tables: "
         "<a href='index.html'>suite report</a>.</p>",
         "<h2>Per-variant rates</h2>",
         _table(["variant", "episodes", "success", "object-following", "location-following (L0)", "other", "none"], var_rows),

@@ -140,6 +140,19 @@ def test_classifier_synthetic_release_carry_and_none():
     # never opens: the episode ends carrying the object over the bowl
     d = G.classify(*_trajectory(_path(l2) + [l2] * 3, 2, None, end_holding=True), TASK)
     assert (d.category, d.mode) == ("instructed", "carry")
+    # slipped out on the way (fingers shut on air) but the object landed in the bowl: the object says where
+    from realgap.envs.catalogue import ITEM_NAMES
+    p, a = _trajectory(_path(l2) + [l2] * 3, 2, None, width=0.0)
+    rows = np.zeros((len(p), len(ITEM_NAMES), 6))
+    rows[:, ITEM_NAMES.index("yellow rack"), :3] = (1, *l0)
+    rows[:, ITEM_NAMES.index("grey bowl"), :3] = (1, *l2)
+    rows[:, ITEM_NAMES.index("red block"), :3] = (1, 0.0, -0.09)
+    rows[-1, ITEM_NAMES.index("red block"), 1:3] = (l2[0] + 0.01, l2[1])
+    task = {**TASK, "objects": ["red block"]}
+    d = G.classify(p, a, task, rows.reshape(len(p), -1))
+    assert (d.category, d.item, d.mode) == ("instructed", "grey bowl", "object")
+    rows[-1, ITEM_NAMES.index("red block"), 1:3] = (0.0, -0.05)  # knocked over, not into anything
+    assert G.classify(p, a, task, rows.reshape(len(p), -1)).category == "none"
     # an early release (dropped at the pick) followed by a re-grasp and a release over L0: the last counts
     p, a = _trajectory(_path(l0) + [l0] * 3, 8, 12)
     a[2:4, 3], p[3:5, 6:8] = 1.0, 0.02
@@ -164,7 +177,7 @@ def _run(policy, spec, seeds=(SEED,)):
                                  "task_variant": spec})
     out = []
     for ep in run_group(task, policy):
-        d = G.classify(ep.steps["proprio"], ep.steps["action"], ep.info["task"], ep.steps["object_state"][0])
+        d = G.classify(ep.steps["proprio"], ep.steps["action"], ep.info["task"], ep.steps["object_state"])
         out.append((d, ep))
     return out
 
