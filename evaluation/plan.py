@@ -42,17 +42,23 @@ class Plan:
     baseline: str
     policy: dict = field(default_factory=dict)  # policy_fingerprint(): spec, kwargs, checkpoint digests
     success_key: str = "is_success"  # info key of the env's success signal
+    frame_kwargs: dict = field(default_factory=dict)  # env kwargs that make frames (images / render_mode)
     action_bounds: str = "fault"  # an action outside the action space: fault | clip (rollout.py)
 
     @property
     def n_episodes(self) -> int:
         return len(self.conditions) * len(self.seeds)
 
-    def env_kwargs_for(self, cond: Condition) -> dict:
+    def env_kwargs_for(self, cond: Condition, frames: bool | None = None) -> dict:
+        """The condition's env kwargs; ``frames`` adds the frame kwargs (default: when every episode keeps
+        frames). With ``record_frames=failures`` episodes run without rendering and the kept ones are
+        replayed with frames afterwards (``rollout.replay_frames``)."""
         kwargs = dict(self.env_kwargs)
         if cond.randomization is not None:
             kwargs["randomization"] = cond.randomization
         kwargs.update(cond.env_kwargs or {})
+        if frames if frames is not None else self.frames == "all":
+            kwargs.update(self.frame_kwargs)
         return kwargs
 
     def groups(self) -> list[GroupTask]:
@@ -63,6 +69,7 @@ class Plan:
                 tasks.append(GroupTask(
                     group=len(tasks), condition=cond.name, seeds=self.seeds[start:start + self.batch_envs],
                     env_id=self.env_id, env_kwargs=kwargs, frames=self.frames,
+                    frame_env_kwargs=self.env_kwargs_for(cond, True) if self.frames == "failures" and self.frame_kwargs else None,
                     frame_seeds=self.frame_seeds, record_chunks=self.record_chunks,
                     success_key=self.success_key, action_bounds=self.action_bounds,
                 ))
@@ -82,6 +89,7 @@ class Plan:
             "record_chunks": self.record_chunks,
             "policy": self.policy,
             "success_key": self.success_key,
+            "frame_kwargs": self.frame_kwargs,
             "action_bounds": self.action_bounds,
         }
 
@@ -236,13 +244,13 @@ def build_plan(suite: dict, selection: list[str] | None) -> Plan:
         raise RealgapError("suite.env.id: missing (a Gymnasium id such as realgap/PlaceInReceptacle-v0)")
     check_env_id(env["id"])
     env_kwargs = dict(env.get("kwargs") or {})
+    frame_kwargs = {}
     if frames != "none":
         if env["id"].startswith("realgap/"):  # realgap's frames are its image observations
-            mode = env_kwargs.get("obs_mode", "state")
-            if "image" not in mode:
-                env_kwargs["obs_mode"] = "state+image"
-        else:  # any other env's frames come from env.render()
-            env_kwargs.setdefault("render_mode", "rgb_array")
+            if "image" not in env_kwargs.get("obs_mode", "state"):
+                frame_kwargs["obs_mode"] = "state+image"
+        elif "render_mode" not in env_kwargs:  # any other env's frames come from env.render()
+            frame_kwargs["render_mode"] = "rgb_array"
     success_key = suite.get("success_key", "is_success")
     if not isinstance(success_key, str) or not success_key:
         raise RealgapError(f"suite.success_key: expected the name of the env's info success key, got {success_key!r}")
@@ -257,5 +265,5 @@ def build_plan(suite: dict, selection: list[str] | None) -> Plan:
         seeds=seeds, batch_envs=batch, env_id=env["id"], env_kwargs=env_kwargs, frames=frames,
         frame_seeds=frozenset(seeds[:n_first]), record_chunks=bool(suite.get("record_chunks", False)),
         baseline=baseline, policy=policy_fingerprint(suite["policy"]),
-        success_key=success_key, action_bounds=action_bounds,
+        success_key=success_key, action_bounds=action_bounds, frame_kwargs=frame_kwargs,
     )

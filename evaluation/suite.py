@@ -53,8 +53,12 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tu
         try:
             if i == 0:  # one real observation is enough to check the policy's shapes
                 obs, _ = env.reset(seed=seed)
-                if plan.frames != "none":
-                    rows = _Recorder(env, plan.frames).rows(obs)
+                if plan.frames != "none":  # the frames as the env that makes them gives them
+                    frame_env = envs.make(plan.env_id, **plan.env_kwargs_for(cond, frames=True))
+                    try:
+                        rows = _Recorder(frame_env, plan.frames).rows(frame_env.reset(seed=seed)[0])
+                    finally:
+                        frame_env.close()
                     frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items() if k.startswith("image_")}
                     if not frame_specs:
                         raise RealgapError(f"suite.record_frames: {plan.env_id} gives no image observations and no "
