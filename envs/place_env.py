@@ -245,6 +245,11 @@ class PlaceInReceptacleEnv(gym.Env):
             return None
         return self._render("front", self.render_size)
 
+    def render_frames(self) -> dict[str, np.ndarray]:
+        """The image observations of the current state (``image_<cam>``), whatever ``obs_mode``: the suite
+        renders the frames of the episodes it keeps from saved states, after the fact."""
+        return {f"image_{cam}": self._render(cam, self.image_size) for cam in self.cameras}
+
     def close(self):
         for renderer in self._renderers.values():
             renderer.close()

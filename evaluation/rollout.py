@@ -118,7 +118,9 @@ class _Recorder:
 
     def __init__(self, env, frames: str):
         self.env, self.frames = env, frames
-        self.render = frames != "none" and getattr(env, "render_mode", None) == "rgb_array"
+        # Per-step render() only when every episode keeps frames; with "failures" only the kept episodes
+        # are rendered, afterwards (_Snapshots, or replay_frames).
+        self.render = frames == "all" and getattr(env, "render_mode", None) == "rgb_array"
 
     def rows(self, obs) -> dict[str, np.ndarray]:
         if isinstance(obs, dict):
@@ -140,6 +142,50 @@ class _Recorder:
                     if getattr(s, "shape", None) is not None and getattr(s, "dtype", None) is not None
                     and np.dtype(s.dtype).kind in "biuf" and (self.frames != "none" or not k.startswith("image_"))}
         return {"obs": np.zeros(space.shape, space.dtype)}
+
+
+class _Snapshots:
+    """Render the kept episodes only, after the fact, from per-step copies of what MuJoCo draws from.
+
+    For an env whose ``unwrapped`` has a MuJoCo ``data`` and a ``render_frames()`` (realgap's env): each
+    step saves the pose arrays the renderer reads (a few KB); once the episode's outcome says its frames
+    are kept, they are written back one step at a time and rendered with the env's own model, which
+    still holds the episode's randomization (each env of a group runs one episode). Pixel-identical
+    to rendering during the run (``tests/test_render_replay.py``), without rendering what is dropped.
+    """
+
+    FIELDS = ("qpos", "xpos", "xquat", "xmat", "xipos", "ximat", "geom_xpos", "geom_xmat", "site_xpos", "site_xmat",
+              "cam_xpos", "cam_xmat", "light_xpos", "light_xdir", "subtree_com", "ten_wrapadr", "ten_wrapnum",
+              "wrap_obj", "wrap_xpos", "mocap_pos", "mocap_quat", "flexvert_xpos", "time")
+
+    def __init__(self, data, render_frames: Callable[[], dict]):
+        self.data, self.render_frames = data, render_frames
+        self.fields = [f for f in self.FIELDS if np.size(getattr(data, f, ())) > 0]
+        self.saved: list[list] = []
+
+    @classmethod
+    def of(cls, env) -> "_Snapshots | None":
+        import mujoco
+
+        inner = env.unwrapped
+        data, frames = getattr(inner, "data", None), getattr(inner, "render_frames", None)
+        return cls(data, frames) if isinstance(data, mujoco.MjData) and callable(frames) else None
+
+    def save(self) -> None:
+        self.saved.append([np.copy(getattr(self.data, f)) for f in self.fields])
+
+    def frames(self) -> dict[str, list[np.ndarray]]:
+        rows: dict[str, list[np.ndarray]] = {}
+        for snap in self.saved:
+            for f, value in zip(self.fields, snap):
+                if f == "time":
+                    self.data.time = value
+                else:
+                    getattr(self.data, f)[...] = value
+            for key, frame in self.render_frames().items():
+                rows.setdefault(key, []).append(np.asarray(frame))
+        self.saved.clear()
+        return rows
 
 
 def _bounds(env):
@@ -191,6 +237,7 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
     bounds = _bounds(envs[0])
     key = task.success_key
 
+    snapshots: list = [None] * len(envs)
     first: dict | None = None
     for i, (env, slot) in enumerate(zip(envs, slots)):
         try:
@@ -198,6 +245,10 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
             rows = recorders[i].rows(obs[i])
             first = first or rows
             slot.observe(rows)
+            if task.frames == "failures" and not any(k.startswith("image_") for k in rows):
+                snapshots[i] = _Snapshots.of(env)
+                if snapshots[i] is not None:
+                    snapshots[i].save()
             slot.reported = key in slot.reset_info
             if isinstance(obs[i], dict) and isinstance(obs[i].get("instruction"), str):
                 slot.instruction = obs[i]["instruction"]
@@ -251,6 +302,8 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
             slot.actions.append(action)
             slot.rewards.append(float(reward))
             slot.observe(rows)
+            if snapshots[i] is not None:
+                snapshots[i].save()
             slot.reported = slot.reported or key in info
             slot.info_keys = tuple(info)
             success = bool(info.get(key, False))
@@ -258,6 +311,11 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
                 reason = info.get("termination_reason") or ("success" if success else "timeout" if truncated else "terminated")
                 slot.finish(str(reason), success=success)
         step += 1
+    for slot, snap in zip(slots, snapshots):
+        if snap is not None:
+            if _keep_frames(task, slot):
+                slot.rows.update(snap.frames())
+            snap.saved.clear()
     report = getattr(policy, "episode_info", None)  # e.g. instruction words the policy does not know
     if callable(report):
         for i, slot in enumerate(slots):
@@ -276,27 +334,25 @@ def replay_frames(task: GroupTask, episodes: list[Episode], make_env: Callable[.
     todo = [ep for ep in episodes if ep.info["frames"] and not any(k.startswith("image_") for k in ep.steps)]
     if not todo:
         return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"randomization\.axes\.")
-        env = make_env(task.env_id, **task.frame_env_kwargs)
-    try:
-        recorder = _Recorder(env, "all")
-        for ep in todo:
-            length = ep.info["length"]
-            try:
-                obs, _ = env.reset(seed=ep.seed)
-                rows = [recorder.rows(obs)]
-                for action in ep.steps["action"][:length]:
-                    obs, *_ = env.step(action)
-                    rows.append(recorder.rows(obs))
-            except Exception as e:
-                ep.info["frames"] = False
-                ep.info["frames_error"] = f"replay: {_error_text(e)}"
-                continue
-            for key in (k for k in rows[0] if k.startswith("image_")):
-                ep.steps[key] = np.stack([r[key] for r in rows])
-    finally:
-        env.close()
+    for ep in todo:  # a fresh env per episode, as in the run: renderers may keep state between episodes
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"randomization\.axes\.")
+            env = make_env(task.env_id, **task.frame_env_kwargs)
+        try:
+            recorder, length = _Recorder(env, "all"), ep.info["length"]
+            obs, _ = env.reset(seed=ep.seed)
+            rows = [recorder.rows(obs)]
+            for action in ep.steps["action"][:length]:
+                obs, *_ = env.step(action)
+                rows.append(recorder.rows(obs))
+        except Exception as e:
+            ep.info["frames"] = False
+            ep.info["frames_error"] = f"replay: {_error_text(e)}"
+            continue
+        finally:
+            env.close()
+        for key in (k for k in rows[0] if k.startswith("image_")):
+            ep.steps[key] = np.stack([r[key] for r in rows])
 
 
 def _policy_error(policy, obs: list, slots: list[_Slot], active: list[int], error: str) -> None:

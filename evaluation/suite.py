@@ -56,7 +56,7 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tu
                 if plan.frames != "none":  # the frames as the env that makes them gives them
                     frame_env = envs.make(plan.env_id, **plan.env_kwargs_for(cond, frames=True))
                     try:
-                        rows = _Recorder(frame_env, plan.frames).rows(frame_env.reset(seed=seed)[0])
+                        rows = _Recorder(frame_env, "all").rows(frame_env.reset(seed=seed)[0])
                     finally:
                         frame_env.close()
                     frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items() if k.startswith("image_")}

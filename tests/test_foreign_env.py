@@ -109,16 +109,25 @@ def test_realgap_only_env_kwargs_are_not_passed_to_a_foreign_env(tmp_path, capsy
     assert not out.exists()
 
 
-def test_frames_of_a_foreign_env_come_from_render(tmp_path):
-    out = tmp_path / "o"
-    args = reacher_args(out, "suite.success_key=reached", "conditions=[nominal]", "suite.record_frames=all",
-                        "report.enabled=false", n=2)
-    args[args.index("+suite.env.kwargs={}")] = "+suite.env.kwargs={width:48,height:48}"
-    assert main(args) == 0
-    for info, steps in episodes_by_key(out).values():
+def test_frames_of_a_foreign_env_come_from_render_and_a_replay_of_failures_matches(tmp_path):
+    runs = {}
+    for frames in ("all", "failures"):  # failures: run without rendering, replay the failures with it
+        out = tmp_path / frames
+        args = reacher_args(out, "suite.success_key=reached", "conditions=[nominal]", f"suite.record_frames={frames}",
+                            "suite.frames_first_seeds=0", "report.enabled=false", n=3)
+        # 8 steps are too few to reach most targets: most episodes fail and keep their frames
+        args[args.index("+suite.env.kwargs={}")] = "+suite.env.kwargs={width:48,height:48,max_episode_steps:8}"
+        assert main(args) == 0
+        runs[frames] = episodes_by_key(out)
+    for key, (info, steps) in runs["all"].items():
         frames = steps["image_render"]
         assert frames.shape == (info["length"] + 1, 48, 48, 3) and frames.dtype == np.uint8
         assert frames[0].std() > 5 and not np.array_equal(frames[0], frames[-1])  # the arm moved
+        replayed = runs["failures"][key]
+        assert replayed[0]["frames"] == (not info["success"])
+        if replayed[0]["frames"]:
+            np.testing.assert_array_equal(replayed[1]["image_render"], frames)
+    assert any(info["frames"] for info, _ in runs["failures"].values())
 
 
 @pytest.mark.parametrize("bad", ["suite.env.id=NoSuchEnv-v9", "suite.env.id=no_such_module:Env-v0"])
