@@ -413,7 +413,7 @@ def verdict(summary: dict, records: list[dict]) -> str:
         else:
             call = "Neither the named object nor the memorized place clearly wins"
         if none["estimate"] > max(obj["estimate"], loc["estimate"]):
-            call += " whenever it goes anywhere, which is seldom"
+            call += ", though more often it goes nowhere"
         parts.append(f"{call}: in moved-target episodes (the named receptacle away from L0, {n} episodes over "
                      f"{len({r['condition'] for r in moved})} variants) it went to the named receptacle in {_pct(obj)}, "
                      f"to the memorized location L0 in {_pct(loc)} and nowhere in {_pct(none)} (Wilson 95%; the variants "
@@ -438,9 +438,15 @@ def verdict(summary: dict, records: list[dict]) -> str:
         jerky = [r["variant"][len("phrase_"):] for r in rob
                  if r["jerk_mm2"]["n_pairs"] and r["jerk_mm2"]["p_wilcoxon"] < 0.05
                  and r["jerk_mm2"]["difference"]["estimate"] > 0]
+        chatty = [f"{r['variant'][len('phrase_'):]} ({r['gripper_switches']['variant']['estimate']:.1f} vs "
+                  f"{r['gripper_switches']['canonical']['estimate']:.1f})" for r in rob
+                  if r["gripper_switches"]["n_pairs"] and r["gripper_switches"]["p_wilcoxon"] < 0.05
+                  and r["gripper_switches"]["difference"]["estimate"] > 0]
         parts.append(f"Reworded instructions, success vs canonical {_pct(by['canonical']['success'])}: {words}. "
-                     + (f"Motion was significantly jerkier (Wilcoxon p < 0.05) for: {', '.join(jerky)}."
-                        if jerky else "No wording made the motion significantly jerkier (Wilcoxon p < 0.05)."))
+                     + (f"Motion was significantly jerkier (Wilcoxon p < 0.05) for: {', '.join(jerky)}. "
+                        if jerky else "No wording made the motion significantly jerkier (Wilcoxon p < 0.05). ")
+                     + (f"The gripper switched open/close significantly more often per episode for: {', '.join(chatty)}."
+                        if chatty else "No wording made the gripper switch significantly more often."))
     return " ".join(parts)
 
 
