@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_fakes import one_torch_thread  # noqa: F401
 
 import realgap
 from realgap.cli import main
@@ -18,6 +19,7 @@ from realgap.data.replay_buffer import ReplayBuffer
 from realgap.policies.checkpoint import load_diffusion
 from realgap.policies.executor import sample_at
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 K = 3
 CKPT = Path(realgap.__file__).parent / "checkpoints" / "state_policy"
 BASE = ["executor=inline", "suite.record_frames=none", "report.enabled=false", "suite.batch_envs=4"]
@@ -28,6 +30,7 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("chunks")
     on, off = root / "on", root / "off"
     assert main(["suite", f"out={on}", *BASE, "conditions=[nominal,target_lab]", "suite.seeds.n=4",
+                 "suite.env.kwargs.max_episode_steps=40",
                  "suite.record_chunks=true", f"+suite.policy.kwargs.num_samples={K}"]) == 0
     assert main(["suite", f"out={off}", *BASE, "conditions=[nominal]", "suite.seeds.n=2",
                  "suite.env.kwargs.max_episode_steps=12", "suite.record_chunks=false"]) == 0
