@@ -5,6 +5,8 @@ sample 0's executed prefix ``pred[To-1 : To-1+Ta]`` is what ``data/action`` hold
 and each stored chunk set is the one sampled from that episode's own observation history (re-sampling
 it offline from the stored observations gives it back). Groups whose episodes end at different steps
 (target_lab has one that times out) exercise the slot bookkeeping when envs drop out of a batch.
+With ``record_chunks=false``, or a policy that samples no chunks (the scripted expert), there is no
+``data/chunks`` at all.
 """
 
 from pathlib import Path
@@ -28,13 +30,15 @@ BASE = ["executor=inline", "suite.record_frames=none", "report.enabled=false", "
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("chunks")
-    on, off = root / "on", root / "off"
+    on, off, expert = root / "on", root / "off", root / "expert"
     assert main(["suite", f"out={on}", *BASE, "conditions=[nominal,target_lab]", "suite.seeds.n=4",
                  "suite.env.kwargs.max_episode_steps=40",
                  "suite.record_chunks=true", f"+suite.policy.kwargs.num_samples={K}"]) == 0
     assert main(["suite", f"out={off}", *BASE, "conditions=[nominal]", "suite.seeds.n=2",
                  "suite.env.kwargs.max_episode_steps=12", "suite.record_chunks=false"]) == 0
-    return ReplayBuffer.open(on / "episodes.zarr"), ReplayBuffer.open(off / "episodes.zarr")
+    assert main(["suite", f"out={expert}", *BASE, "conditions=[nominal]", "suite.seeds.n=2", "suite.policy.spec=expert",
+                 "suite.env.kwargs.max_episode_steps=12", "suite.record_chunks=true"]) == 0
+    return tuple(ReplayBuffer.open(p / "episodes.zarr") for p in (on, off, expert))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,7 @@ def _episodes(store):
 
 
 def test_chunks_sit_on_replan_rows_and_are_nan_elsewhere(stores, model):
-    store, _ = stores
+    store, *_ = stores
     chunks = store.root["data"]["chunks"]
     assert chunks.dtype == np.float32 and chunks.shape == (store.n_steps, K, model.horizon, 4)
     lengths = set()
@@ -67,7 +71,7 @@ def test_chunks_sit_on_replan_rows_and_are_nan_elsewhere(stores, model):
 
 
 def test_sample_zero_prefix_is_what_the_env_was_sent(stores, model):
-    store, _ = stores
+    store, *_ = stores
     start, ta = model.n_obs_steps - 1, model.n_action_steps
     for info, ep in _episodes(store):
         n = info["length"]
@@ -81,7 +85,7 @@ def test_sample_zero_prefix_is_what_the_env_was_sent(stores, model):
 def test_stored_chunks_are_those_sampled_from_the_episodes_own_history(stores, model):
     """Re-sampling each replan offline (stored noisy observations, episode seed, replan index) gives the
     stored K chunks back; a chunk filed under another slot or step would not match."""
-    store, _ = stores
+    store, *_ = stores
     for info, ep in _episodes(store):
         steps = list(range(0, info["length"], model.n_action_steps))
         again = sample_at(model, ep, info["instruction"], steps, info["seed"], K)
@@ -89,7 +93,8 @@ def test_stored_chunks_are_those_sampled_from_the_episodes_own_history(stores, m
         assert not np.allclose(again[:, 0], again[:, 1])  # the K samples are distinct draws
 
 
-def test_nothing_is_stored_without_record_chunks(stores):
-    _, off = stores
-    assert off.n_episodes == 2 and "action" in off.keys
-    assert "chunks" not in off.keys and "chunks" not in off.root["data"]
+def test_nothing_is_stored_without_record_chunks_or_without_chunks(stores):
+    _, off, expert = stores  # record_chunks=false; a policy that samples no chunks (the scripted expert)
+    for store in (off, expert):
+        assert store.n_episodes == 2 and "action" in store.keys
+        assert "chunks" not in store.keys and "chunks" not in store.root["data"]
