@@ -264,3 +264,14 @@ def test_bad_input_stops_before_anything_is_written(tmp_path, change, message):
         G.main(cfg)
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "g").exists()
+
+
+def test_suite_elsewhere_rejects_a_held_out_variant_before_writing(tmp_path):
+    from realgap.evaluation.suite import run_suite
+
+    suite = {"name": "s", "policy": {"spec": "expert"}, "env": {"id": ENV_ID, "kwargs": {"obs_mode": "state"}},
+             "seeds": {"start": 0, "n": 2}, "batch_envs": 2, "record_frames": "none",
+             "conditions": {"nominal": {}, "cup": {"env_kwargs": {"task_variant": move(item="blue cup")}}}}
+    with pytest.raises(RealgapError, match="'blue cup' is held out of training tasks; only `realgap grounding`"):
+        run_suite({"suite": suite, "out": str(tmp_path / "s"), "executor": "inline"}, progress=False)
+    assert not (tmp_path / "s").exists()
