@@ -18,6 +18,8 @@ an MDP terminal state, so it is a truncation with ``info["termination_reason"] =
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import string
 
 import gymnasium as gym
@@ -45,6 +47,13 @@ UNSTABLE_WARNINGS = {  # MuJoCo auto-resets the state on these; we end the episo
 }
 HIDDEN_GEOM_GROUP = 5  # mjvOption's default geomgroup shows groups 0-2 only
 _UNSTABLE_CODES = np.array([int(code) for code in UNSTABLE_WARNINGS])  # indices into data.warning.number
+
+
+# One renderer per process for each scene XML and image size, shared by every env instance: creating
+# a GL context and uploading a model to it costs ~0.45 s, which each env of each group paid before.
+# A renderer draws whichever env last claimed it (``_claim``): that env's model and textures.
+_SHARED_RENDERERS: dict[tuple[str, int], mujoco.Renderer] = {}
+_ENV_TOKENS = itertools.count()
 
 
 def yaw_of(quat: np.ndarray) -> float:
@@ -91,7 +100,9 @@ class PlaceInReceptacleEnv(gym.Env):
         self._max_steps = int(max_episode_steps)
 
         # -- the one compiled model --
-        self.model = mujoco.MjModel.from_xml_string(S.build_mjcf(max(self.image_size, self.render_size)))
+        xml = S.build_mjcf(max(self.image_size, self.render_size))
+        self._xml_digest = hashlib.sha256(xml.encode()).hexdigest()
+        self.model = mujoco.MjModel.from_xml_string(xml)
         S.pin_at_centre_of_mass(self.model)
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -124,7 +135,8 @@ class PlaceInReceptacleEnv(gym.Env):
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
 
-        self._renderers: dict[tuple[str, int], mujoco.Renderer] = {}
+        self._token = next(_ENV_TOKENS)  # which env a shared renderer last drew (ids can be reused)
+        self._texture_stamp = 0  # bumped at every reset: DR may have changed the textures
         self.task: Task | None = None
         self._target = S.EE_HOME.copy()
         self._steps, self._closing = 0, False
@@ -139,7 +151,7 @@ class PlaceInReceptacleEnv(gym.Env):
         return self._scene_info(self.task if episode else None)
 
     def mujoco_renderers(self) -> list:
-        return list(self._renderers.values())
+        return []  # this env uploads its (randomized) textures itself whenever it renders (_claim)
 
     # ------------------------------------------------------------------ setup helpers
     def _scene_info(self, task: Task | None):
@@ -191,6 +203,7 @@ class PlaceInReceptacleEnv(gym.Env):
         self.task = make_task(self.episode_seed, self.object_pool, self.receptacle_pool, self.task_variant)
         m, d = self.model, self.data
         m.body_pos[:], m.body_quat[:] = self._rec_nominal  # receptacles back to their park poses
+        self._texture_stamp += 1  # DR may have changed the textures: upload them at the next render
         mujoco.mj_resetData(m, d)  # objects at qpos0 (parked, pinned), warning counters cleared
         self._write_nominal_layout(self.task)
         self._hide_absent_items(self.task)
@@ -251,9 +264,7 @@ class PlaceInReceptacleEnv(gym.Env):
         return {f"image_{cam}": self._render(cam, self.image_size) for cam in self.cameras}
 
     def close(self):
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        pass  # the renderers are shared by the process's envs (_SHARED_RENDERERS) and live as long as it
 
     # ------------------------------------------------------------------ internals
     def _substeps(self) -> None:
@@ -345,15 +356,30 @@ class PlaceInReceptacleEnv(gym.Env):
         others = np.concatenate([pairs[pairs[:, 0] == geom, 1], pairs[pairs[:, 1] == geom, 0]])
         return bool(np.isin(self.model.geom_bodyid[others], list(self._gripper_bodies)).any())
 
-    def _render(self, camera: str, size: int) -> np.ndarray:
-        key = (camera, size)
-        if key not in self._renderers:
-            self._renderers[key] = mujoco.Renderer(self.model, size, size)
+    def _claim(self, size: int) -> mujoco.Renderer:
+        """The process's shared renderer for this scene and size, pointed at this env's model."""
+        key = (self._xml_digest, size)
+        renderer = _SHARED_RENDERERS.get(key)
+        if renderer is None:
+            renderer = _SHARED_RENDERERS[key] = mujoco.Renderer(self.model, size, size)
+            renderer.realgap_user = None
             # No material reflects and shadow maps are sized 0: skip those passes (software GL pays per pass).
-            # A new context uploads the model's current (possibly randomized) textures itself.
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
-                self._renderers[key].scene.flags[flag] = 0
-        renderer = self._renderers[key]
+                renderer.scene.flags[flag] = 0
+        user = (self._token, self._texture_stamp)
+        if renderer.realgap_user != user:
+            # update_scene reads geom/material colours, lights and cameras from the renderer's model; the
+            # GPU keeps textures, so upload this model's (same XML: same sizes, maybe randomized content).
+            renderer._model = self.model
+            if renderer._gl_context is not None:
+                renderer._gl_context.make_current()
+            for t in range(self.model.ntex):
+                mujoco.mjr_uploadTexture(self.model, renderer._mjr_context, t)
+            renderer.realgap_user = user
+        return renderer
+
+    def _render(self, camera: str, size: int) -> np.ndarray:
+        renderer = self._claim(size)
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
 

@@ -192,3 +192,37 @@ def test_randomization_reports_params_and_stays_deterministic():
     np.testing.assert_array_equal(oa["object_state"], ob["object_state"])
     nominal = envs.make("realgap/PlaceInReceptacle-v0", obs_mode="state+image").reset(seed=4)[0]
     assert not np.array_equal(oa["object_state"], nominal["object_state"])
+
+
+def test_envs_sharing_a_renderer_each_draw_their_own_randomized_scene():
+    """Envs of a process share one GL renderer per scene and size; interleaved in lockstep under
+    appearance/lighting/camera DR, each env's images equal those of a private renderer of its own."""
+    import mujoco
+    from omegaconf import OmegaConf
+
+    from realgap.conf import __file__ as conf_init
+    import pathlib
+
+    cfg = OmegaConf.to_container(OmegaConf.load(pathlib.Path(conf_init).parent / "randomization" / "default.yaml"))
+    kw = dict(randomization=cfg, obs_mode="image", image_size=32, cameras=("front", "wrist"))
+    pair = [envs.make("realgap/PlaceInReceptacle-v0", **kw) for _ in range(2)]
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(pair, (1, 2))]
+    private = []
+    for env in pair:  # created after the reset: it holds this env's model and randomized textures
+        r = mujoco.Renderer(env.unwrapped.model, 32, 32)
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
+            r.scene.flags[flag] = 0
+        private.append(r)
+
+    def reference(i, cam):
+        private[i].update_scene(pair[i].unwrapped.data, camera=cam)
+        return private[i].render()
+
+    for step in range(4):
+        for i in range(2):
+            for cam in ("front", "wrist"):
+                np.testing.assert_array_equal(obs[i][f"image_{cam}"], reference(i, cam), err_msg=f"env {i} {cam} {step}")
+        obs = [env.step(np.array([0.5, 0.0, -0.5, 0.0], np.float32))[0] for env in pair]  # lockstep
+    assert not np.array_equal(reference(0, "front"), reference(1, "front"))  # the two scenes do look different
+    for r in private:
+        r.close()
