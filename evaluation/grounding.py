@@ -406,13 +406,15 @@ def verdict(summary: dict, records: list[dict]) -> str:
         obj = _iv(sum(r["dest_category"] == "instructed" for r in moved), n)
         loc = _iv(sum(r["dest_category"] == "memorized" for r in moved), n)
         none = _iv(sum(r["dest_category"] == "none" for r in moved), n)
-        if obj["low"] > loc["high"]:
+        if not obj["estimate"] and not loc["estimate"]:
+            call = "No evidence either way, since it reached no receptacle"
+        elif obj["low"] > loc["high"]:
             call = "It follows the object it is told to, not a memorized place"
         elif loc["low"] > obj["high"]:
             call = "It follows the place it memorized, not the instruction"
         else:
             call = "Neither the named object nor the memorized place clearly wins"
-        if none["estimate"] > max(obj["estimate"], loc["estimate"]):
+        if none["estimate"] > max(obj["estimate"], loc["estimate"]) and (obj["estimate"] or loc["estimate"]):
             call += ", though more often it goes nowhere"
         parts.append(f"{call}: in moved-target episodes (the named receptacle away from L0, {n} episodes over "
                      f"{len({r['condition'] for r in moved})} variants) it went to the named receptacle in {_pct(obj)}, "
