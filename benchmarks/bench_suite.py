@@ -1,18 +1,23 @@
 """Suite throughput, harness overhead, worker scaling and memory. Prints figures; asserts nothing.
 
-    python benchmarks/bench_suite.py [--seeds 16] [--long-seeds 40] [--out /tmp/bench_suite]
+    python benchmarks/bench_suite.py [--seeds 16] [--long-seeds 40] [--out /tmp/bench_suite] [--parts 1234]
+    python benchmarks/bench_suite.py --parts 3 --workers 1,2 --rounds 2     # goal 2 (2 vs 1 workers)
 
 1. episodes/min of the default suite (all conditions, --seeds seeds, local pool, one worker per core);
 2. harness overhead: the same episodes' env stepping + rendering alone (stored actions replayed, fresh
    envs as the harness makes them) plus the policy's batched act() alone on the recorded observations,
    vs the inline suite on those episodes (target >= 90%);
-3. 2 workers vs 1 (local pool; target >= 1.7x on 2 cores);
+3. worker scaling: the default suite (all 9 conditions x --seeds = 144 episodes) with 1 and 2 workers
+   (``--workers 1,2,4,8,16`` for the curve on a bigger machine), interleaved ``--rounds`` times; goal
+   2 vs 1 >= 1.8x. Also prints start-up (time to the first stored group) and the worker processes
+   seen per suite (one pool per suite, each worker reused across conditions);
 4. main-process RSS sampled over a long inline suite (should stay flat).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import threading
 import time
@@ -29,6 +34,7 @@ from realgap.envs import make as make_env  # noqa: E402
 from realgap.evaluation.executors import _single_thread  # noqa: E402
 from realgap.evaluation.plan import build_plan  # noqa: E402
 from realgap.evaluation.policy_loader import load_policy  # noqa: E402
+from realgap.evaluation import store as store_mod  # noqa: E402
 from realgap.evaluation.store import open_store  # noqa: E402
 from realgap.evaluation.suite import run_suite  # noqa: E402
 
@@ -72,6 +78,65 @@ def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
     return env_s, pol_s
 
 
+class Timeline:
+    """When each group was stored, and which worker processes existed, during one suite run."""
+
+    def __init__(self):
+        self.stored: list[float] = []
+        self.pids: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            self.pids.update(p.pid for p in mp.active_children())
+
+    def __enter__(self):
+        self._append = store_mod.EpisodeWriter.append
+        timeline = self
+
+        def append(writer, episodes):
+            out = timeline._append(writer, episodes)
+            timeline.stored.append(time.perf_counter())
+            return out
+
+        store_mod.EpisodeWriter.append = append
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        store_mod.EpisodeWriter.append = self._append
+        self._done.set()
+        self._thread.join()
+
+
+def scaling(root: Path, seeds: int, workers: list[int], rounds: int) -> None:
+    """The default suite (all conditions, ``seeds`` seeds) with each worker count, ``rounds`` times
+    interleaved; prints wall time, time to the first stored group (start-up: preflight, pool, first
+    group), the worker processes seen (one pool per suite: each worker starts once and runs groups of
+    every condition) and the speed-up over the first worker count."""
+    times: dict[int, list[float]] = {w: [] for w in workers}
+    for r in range(rounds):
+        for w in workers:
+            with Timeline() as timeline:
+                t0 = time.perf_counter()
+                secs, n = suite(root / f"w{w}", f"suite.seeds.n={seeds}", f"workers={w}")
+            times[w].append(secs)
+            first = timeline.stored[0] - t0 if timeline.stored else float("nan")
+            print(f"[3] round {r + 1}: {n} episodes, {w} worker(s): {secs:.1f} s = {60 * n / secs:.1f} episodes/min; "
+                  f"first group stored after {first:.1f} s; {len(timeline.stored)} groups; worker processes seen: "
+                  f"{len(timeline.pids)}; {load_average()}")
+    base = workers[0]
+    for w in workers[1:]:
+        ratio = sum(times[base]) / sum(times[w])
+        print(f"[3] speed-up, {w} workers vs {base}: {ratio:.2f}x over {rounds} round(s) "
+              f"({sum(times[base]):.1f} s vs {sum(times[w]):.1f} s; goal >= 1.8x for 2 vs 1 on 144 episodes)")
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -85,9 +150,12 @@ def main() -> None:
     ap.add_argument("--long-seeds", type=int, default=40)
     ap.add_argument("--out", default="/tmp/bench_suite")
     ap.add_argument("--parts", default="1234", help="which figures to measure, e.g. 234")
+    ap.add_argument("--workers", default="1,2", help="worker counts for part 3 (first = the baseline)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of part 3")
     args = ap.parse_args()
     root = Path(args.out)
     cores = len(os.sched_getaffinity(0))
+    print(f"bench_suite: {load_average()}; {cores} usable cores")
 
     if "1" in args.parts:
         secs, n = suite(root / "default", f"suite.seeds.n={args.seeds}")
@@ -101,12 +169,8 @@ def main() -> None:
         print(f"[2] harness overhead, {n} episodes inline: suite {secs:.1f} s; env+render alone {env_s:.1f} s, "
               f"policy alone {pol_s:.1f} s -> limit/suite = {100 * (env_s + pol_s) / secs:.1f}% (target >= 90%)")
 
-    sub = [f"suite.seeds.n={args.seeds}", "conditions=[nominal,target_lab,lighting,physics]"]
     if "3" in args.parts:
-        t1, n1 = suite(root / "w1", *sub, "workers=1")
-        t2, n2 = suite(root / "w2", *sub, "workers=2")
-        print(f"[3] {n1} episodes: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s -> speed-up {t1 / t2:.2f}x "
-              f"on {cores} cores (target >= 1.7x)")
+        scaling(root, args.seeds, [int(w) for w in args.workers.split(",")], args.rounds)
     if "4" not in args.parts:
         return
 
