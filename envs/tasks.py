@@ -125,6 +125,7 @@ class TaskVariant:
     swap_place: str = "move"  # in_place: at L0 | move: to a free slot L1
     keep_trained: bool = False  # move: the trained target stays at L0 as a distractor
     min_distance: float = 0.15  # move: L1 at least this far (m) from L0
+    swap_object: str | None = None  # an object name or TRAINING: takes the named object's place and name
     instruct: str = "target"  # other: name another present receptacle (counterfactual)
     phrasing: str | None = None  # template with {object}, {receptacle}, {object_shape}, ...
     synonyms: tuple[tuple[str, str], ...] = ()  # whole-word replacements applied to the worded instruction
@@ -138,7 +139,7 @@ class TaskVariant:
             return spec
         if not isinstance(spec, dict):
             raise RealgapError(f"{field_name}: expected a mapping, got {spec!r}")
-        known = {"name", "target_slot", "swap", "instruct", "phrasing", "synonyms"}
+        known = {"name", "target_slot", "swap", "swap_object", "instruct", "phrasing", "synonyms"}
         if set(spec) - known:
             raise RealgapError(f"{field_name}: unknown key(s) {sorted(set(spec) - known)} (allowed: {', '.join(sorted(known))})")
         kw: dict = {"name": str(spec.get("name") or "variant")}
@@ -173,6 +174,14 @@ class TaskVariant:
                 raise RealgapError(f"{field_name}.swap.min_distance: expected metres >= 0, got {dist!r}")
             kw.update(swap_item=item, swap_place=place, keep_trained=bool(swap.get("keep_trained", False)),
                       min_distance=float(dist))
+        obj = spec.get("swap_object")
+        if obj is not None:
+            if obj != TRAINING and obj not in OBJECT_NAMES:
+                raise RealgapError(f"{field_name}.swap_object: unknown object {obj!r}; known: {', '.join(OBJECT_NAMES)} or '{TRAINING}'")
+            if obj != TRAINING and object_spec(obj).held_out and not allow_held_out:
+                raise RealgapError(f"{field_name}.swap_object: {obj!r} is held out of training tasks; only "
+                                   "`realgap grounding` asks for it (allow_held_out=True)")
+            kw["swap_object"] = obj
         instruct = spec.get("instruct", "target")
         if instruct not in INSTRUCT:
             raise RealgapError(f"{field_name}.instruct: expected one of {INSTRUCT}, got {instruct!r}")
@@ -245,18 +254,29 @@ class TaskVariant:
                 else:
                     recs[ti], slots[ti] = item, l1
             instructed = item
+        objs, target_obj = list(task.objects), task.target_object
+        if self.swap_object is not None:  # the new object stands where the named one stood
+            new = self.swap_object
+            if new == TRAINING:
+                absent = [o.name for o in OBJECTS if not o.held_out and o.name not in objs]
+                if not absent:
+                    raise RealgapError(f"{where}: no training object is absent from the scene to swap in")
+                new = absent[int(rng.integers(len(absent)))]
+            elif new in objs:
+                raise RealgapError(f"{where}: cannot be built: {new!r} is already in the scene")
+            objs[objs.index(target_obj)], target_obj = new, new
         if self.instruct == "other":
             others = [r for r in recs if r != instructed]
             if not others:
                 raise RealgapError(f"{where}: cannot be built: no other receptacle in the scene to name")
             instructed = others[int(rng.integers(len(others)))]
         meta = {
-            "variant": self.name, "trained_target": trained, "instructed": instructed,
+            "variant": self.name, "trained_target": trained, "instructed": instructed, "trained_object": task.target_object,
             "memorized_slot": l0, "memorized_xy": list(RECEPTACLE_SLOTS[l0]),
             "new_slot": l1, "new_xy": list(RECEPTACLE_SLOTS[l1]) if l1 is not None else None,
         }
-        return Task(task.target_object, instructed, task.objects, tuple(recs), task.object_slots, tuple(slots),
-                    phrasing=self.word(task.target_object, instructed, where), grounding=meta)
+        return Task(target_obj, instructed, tuple(objs), tuple(recs), task.object_slots, tuple(slots),
+                    phrasing=self.word(target_obj, instructed, where), grounding=meta)
 
 
 def make_task(episode_seed: int, objects: tuple[str, ...], receptacles: tuple[str, ...],

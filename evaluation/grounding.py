@@ -45,7 +45,8 @@ REACH = 0.08  # m: a release farther than this (xy) from every receptacle and L0
 LANDED = 0.04  # m: an unreleased object that moved this far and ends this close to a receptacle landed in it
 SAME_PATH = 0.02  # m: counterfactual paths closer than this at every step are "unchanged"
 SWAP_VARIANTS = ("novel_in_place", "novel_move", "novel_move_distractor",
-                 "training_in_place", "training_move", "training_move_distractor")
+                 "training_in_place", "training_move", "training_move_distractor",
+                 "novel_object_in_place", "training_object_in_place")
 MOVED = ("novel_move", "novel_move_distractor", "training_move", "training_move_distractor", "counterfactual")
 # (base, other, what the difference measures): paired McNemar on "went to the instructed receptacle"
 PAIRS = (
@@ -55,6 +56,7 @@ PAIRS = (
     ("training_move", "training_move_distractor", "distractor at L0 (training item)"),
     ("novel_in_place", "novel_move", "relocation (novel item)"),
     ("training_in_place", "training_move", "relocation (training item)"),
+    ("training_object_in_place", "novel_object_in_place", "novelty (object to move, in place)"),
 )
 TESTS = ("swap", "counterfactual", "robustness")
 REPORT_DEFAULTS = {"fps": 10, "videos": 8, "paths_per_variant": 2, "bootstrap_n": 10_000, "bootstrap_seed": 0}
@@ -78,6 +80,14 @@ def variant_specs(preset: dict) -> dict[str, dict]:
             raise RealgapError(f"grounding.swap.novel: unknown receptacle {novel!r}; known: {', '.join(RECEPTACLE_NAMES)}")
         if not receptacle_spec(novel).held_out:
             raise RealgapError(f"grounding.swap.novel: {novel!r} is a training receptacle; name a held-out one")
+        novel_object = swap.get("novel_object")
+        if novel_object is not None:
+            from realgap.envs.catalogue import OBJECT_NAMES, object_spec
+
+            if novel_object not in OBJECT_NAMES:
+                raise RealgapError(f"grounding.swap.novel_object: unknown object {novel_object!r}; known: {', '.join(OBJECT_NAMES)}")
+            if not object_spec(novel_object).held_out:
+                raise RealgapError(f"grounding.swap.novel_object: {novel_object!r} is a training object; name a held-out one")
         dist = swap.get("min_distance", 0.15)
         for kind, item in (("novel", novel), ("training", "training")):
             for suffix, place, keep in (("in_place", "in_place", False), ("move", "move", False),
@@ -85,6 +95,10 @@ def variant_specs(preset: dict) -> dict[str, dict]:
                 name = f"{kind}_{suffix}"
                 out[name] = {"test": "swap", "task_variant": {"name": name, "target_slot": pin, "swap": {
                     "item": item, "place": place, "keep_trained": keep, "min_distance": dist}}}
+        if novel_object is not None:  # the object to move swapped in place (the receptacle stays at L0)
+            for kind, item in (("novel", novel_object), ("training", "training")):
+                name = f"{kind}_object_in_place"
+                out[name] = {"test": "swap", "task_variant": {"name": name, "target_slot": pin, "swap_object": item}}
     if "counterfactual" in tests:
         out["counterfactual"] = {"test": "counterfactual",
                                  "task_variant": {"name": "counterfactual", "target_slot": pin, "instruct": "other"}}
@@ -428,6 +442,10 @@ def verdict(summary: dict, records: list[dict]) -> str:
                      f"and the held-out one in {_pct(v['object_following'])}"
                      + (f" (McNemar p = {pair['p_value']:.2g})" if pair else "")
                      + f"; with the held-out one it went nowhere in {_pct(v['none'])}.")
+    if "training_object_in_place" in by and "novel_object_in_place" in by:
+        t, v = by["training_object_in_place"], by["novel_object_in_place"]
+        parts.append(f"Asked to move a held-out object standing where the trained one stood, it succeeded in "
+                     f"{_pct(v['success'])} (a training object there: {_pct(t['success'])}).")
     cf = summary.get("counterfactual")
     if cf and cf["n"]:
         parts.append(f"Naming the other receptacle in the same scene, it followed both instructions in "

@@ -47,6 +47,11 @@ def test_variants_swap_in_place_move_and_distractor():
         assert len(distract.receptacles) == 3 and distract.target_receptacle == "blue cup"
         train = make_task(seed, *POOLS, TaskVariant.from_spec(move(), False))
         assert train.target_receptacle not in plain.receptacles and not train.target_receptacle == "blue cup"
+        obj = make_task(seed, *POOLS, TaskVariant.from_spec(variant("o", swap_object="green vial"), True))
+        k = plain.objects.index(plain.target_object)
+        assert obj.target_object == obj.objects[k] == "green vial"
+        assert obj.object_slots == plain.object_slots and obj.target_receptacle == plain.target_receptacle
+        assert "green vial" in obj.instruction and plain.target_object not in obj.objects
         cf = make_task(seed, *POOLS, TaskVariant.from_spec(variant("cf", instruct="other"), False))
         assert cf.target_receptacle != plain.target_receptacle and cf.target_receptacle in plain.receptacles
         assert cf.receptacles == plain.receptacles and cf.objects == plain.objects  # same scene
@@ -74,6 +79,8 @@ def test_phrasings_and_synonyms_reach_the_observation():
     (move(item="blue cup"), False, "task_variant.swap.item: 'blue cup' is held out"),
     (move(item="purple cup"), True, "task_variant.swap.item: unknown receptacle 'purple cup'"),
     (move(item="red block"), True, "task_variant.swap.item: 'red block' is an object"),
+    ({"swap_object": "teal block"}, False, "task_variant.swap_object: 'teal block' is held out"),
+    ({"swap_object": "teal cube"}, True, "task_variant.swap_object: unknown object 'teal cube'"),
     ({"phrasing": "put the {thing} away"}, True, "task_variant.phrasing: unknown placeholder(s) ['thing']"),
     ({"phrasing": "place the {object} in the {receptacle}!"}, True, "lowercase letters and spaces"),
     ({"target_slot": 5}, True, "task_variant.target_slot"),
@@ -205,7 +212,7 @@ def _cfg(tmp_path, policy="expert", **preset):
     grounding = {"name": "t", "env": {"id": ENV_ID, "kwargs": {"obs_mode": "state", "image_size": 48, "cameras": ["front"]}},
                  "randomization": None, "seeds": {"start": 11, "n": 1}, "batch_envs": 1, "record_frames": "failures",
                  "frames_first_seeds": 1, "target_slot": 0, "tests": ["swap", "counterfactual", "robustness"],
-                 "swap": {"novel": "blue cup", "min_distance": 0.15},
+                 "swap": {"novel": "blue cup", "novel_object": "green vial", "min_distance": 0.15},
                  "robustness": {"phrasings": {"word_order": "in the {receptacle} place the {object}"}}}
     grounding.update(preset)
     return {"grounding": grounding, "policy_spec": policy, "policy_kwargs": {}, "out": str(tmp_path / "g"),
@@ -221,6 +228,8 @@ def test_grounding_command_separates_object_and_location_following(tmp_path, cap
     lf = {v["variant"]: v for v in loc["variants"]}
     for name in ("novel_move", "novel_move_distractor", "training_move", "training_move_distractor"):
         assert e[name]["counts"]["instructed"] == 1 and lf[name]["counts"]["memorized"] == 1
+    for name in ("novel_object_in_place", "training_object_in_place"):  # named receptacle at L0: both get there
+        assert e[name]["success"]["estimate"] == 1.0 and lf[name]["counts"]["instructed"] == 1
     assert lf["canonical"]["counts"]["instructed"] == 1  # L0 holds the instructed item: no contradiction there
     assert "follows the object" in expert["verdict"] and "follows the place it memorized" in loc["verdict"] and "switched open/close significantly more often" not in expert["verdict"]
     assert loc["counterfactual"]["invariant_destination"]["estimate"] == 1.0
