@@ -124,7 +124,7 @@ def render(size: int, seconds: float, rounds: int = 3) -> None:
     env.reset(seed=0)
     u = env.unwrapped
     u._render("front", size)  # the env's own renderer, created outside the timing
-    scene_r = u._renderers[("front", size)]
+    scene_r = u._claim(size)  # the renderer the env draws with
     empty_m = mujoco.MjModel.from_xml_string(EMPTY_SCENE.format(size=size, xyaxes=S._look_at((0.0, -0.52, 0.46), (0.0, 0.04, 0.0))))
     empty_d = mujoco.MjData(empty_m)
     mujoco.mj_forward(empty_m, empty_d)

@@ -88,11 +88,21 @@ def summarize(samples, total: int, warmup: float) -> None:
           f"end (last 10%) {main_e:.1f} MB, peak {peak:.1f} MB -> growth {100 * (main_e / main_w - 1):+.1f}% "
           f"(goal <= 5%); {1024 * (main_e - main_w) / max(1, np.mean([s[0] for s in end]) - np.mean([s[0] for s in warm])):.2f} KB "
           f"per episode")
+    deciles = []
+    for k in range(10):
+        w = window(samples, k * total / 10, (k + 1) * total / 10)
+        deciles.append(f"{np.mean([s[1] for s in w]):.0f}" if w else "-")
+    print(f"[memory] main process RSS (MB) by tenth of the episodes: {' '.join(deciles)}")
     pids = sorted({p for s in samples for p in s[2]})
     for pid in pids:
         w = [s[2][pid] for s in warm if pid in s[2]]
         e = [s[2][pid] for s in end if pid in s[2]]
         if w and e:
+            tenths = []
+            for k in range(10):
+                t = [s[2][pid] for s in window(samples, k * total / 10, (k + 1) * total / 10) if pid in s[2]]
+                tenths.append(f"{np.mean(t):.0f}" if t else "-")
+            print(f"[memory] worker {pid} RSS (MB) by tenth: {' '.join(tenths)}")
             print(f"[memory] worker {pid} RSS: after warm-up {np.mean(w):.1f} MB, end {np.mean(e):.1f} MB -> growth "
                   f"{100 * (np.mean(e) / np.mean(w) - 1):+.1f}% (goal <= 5%)")
         else:
@@ -111,6 +121,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.1)
     ap.add_argument("--out", default="/tmp/bench_memory")
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar (for logs)")
     args = ap.parse_args()
 
     probe = compose("suite", [])
@@ -146,7 +157,7 @@ def main() -> None:
     store_mod.EpisodeWriter.append = counting_append
     start = time.perf_counter()
     with sampler:
-        run_suite(cfg, overwrite=True, progress=True)
+        run_suite(cfg, overwrite=True, progress=not args.quiet)
     secs = time.perf_counter() - start
     print(f"bench_memory: {total} episodes in {secs:.0f} s ({60 * total / secs:.0f} episodes/min); {load_average()}")
     summarize(sampler.samples, total, args.warmup)
