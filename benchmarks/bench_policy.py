@@ -26,7 +26,7 @@ from realgap.policies.diffusion import DiffusionPolicy
 
 def default_policy(policy_name: str) -> DiffusionPolicy:
     cfg = OmegaConf.to_container(compose("train", [f"policy={policy_name}"]).policy, resolve=True)
-    shapes = {"proprio": (8,), "object_state": (66,), "image_front": (96, 96, 3), "action": (4,)}
+    shapes = {"proprio": (8,), "object_state": (66,), "image_front": (64, 64, 3), "action": (4,)}
     rng = np.random.default_rng(0)
     norm = Normalizer.fit({k: rng.normal(size=(64, *shapes[k])) for k in ["proprio", "object_state", "action"]})
     with torch.random.fork_rng():

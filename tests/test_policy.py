@@ -280,3 +280,24 @@ def test_auxiliary_labels_are_the_named_rows_positions(dataset):
     torch.testing.assert_close(target[6:], torch.tensor([1, 1.0, 2.0, 3.0, 1, -1.0, -2.0, 0.0]))
     swapped = p.aux_targets({**obs, "instructions": ["place the yellow rack in the red block"]})[0, 0]
     torch.testing.assert_close(swapped[:6], target[[3, 4, 5, 0, 1, 2]])
+
+
+def test_image_suite_preset_matches_the_shipped_image_checkpoint():
+    """`realgap suite suite=image`: the env it builds gives exactly the observations the shipped image
+    checkpoint reads (64x64 front camera, proprio), and the checkpoint has no object_state input."""
+    from pathlib import Path
+
+    import realgap
+    from realgap.cli import compose
+
+    cfg = compose("suite", ["suite=image"]).suite
+    assert set(cfg.conditions) == {"nominal", "target_lab", "lighting", "appearance", "camera"}
+    ckpt = Path(realgap.__file__).parent / cfg.policy.spec
+    p = load_diffusion(ckpt)
+    assert p.state_keys == ["proprio"] and p.image_keys == ["image_front"] and p.film
+    kw = cfg.env.kwargs
+    assert kw.obs_mode == "state+image" and p.shapes["image_front"] == (kw.image_size, kw.image_size, 3)
+    img = np.full((1, 2, kw.image_size, kw.image_size, 3), 128, np.uint8)
+    chunks = p.sample_chunks({"image_front": img, "proprio": np.zeros((1, 2, 8), np.float32),
+                              "instruction": ["place the red block in the yellow rack"]}, 2, seed=0)
+    assert chunks.shape == (1, 2, p.horizon, 4) and np.all(np.isfinite(chunks))
