@@ -281,6 +281,11 @@ def analyze(out: str | Path) -> dict:
         row["checkpoints"] = [runs[name][s]["train_folder"] for s in sorted(runs[name])]
         configs.append(row)
     result["configs"] = configs
+    # verdicts near the floor: when pi_all rarely succeeds even in sim, every effect is squeezed toward 0
+    all_row = next((c for c in configs if c["variant"] == "all" and c["status"] == "done"), None)
+    floor = float(a.get("floor_warning", 0.3))
+    result["floor_warning"] = bool(all_row and all_row["nominal"] and all_row["nominal"]["estimate"] < floor)
+    result["floor"] = floor
     # 3) strength sweep
     sweep = a.get("sweep") or {}
     result["sweep"] = {"axis": sweep.get("axis"), "points": sorted(
@@ -492,6 +497,11 @@ def write_html(path: Path, r: dict, imgs: dict[str, str], out: Path) -> None:
              f"Jobs finished: {r['jobs_done']}/{r['jobs_total']}"
              + ("" if r["jobs_done"] == r["jobs_total"] else " — <b>the study is incomplete</b>; `realgap ablate --resume` continues it")
              + ". Success rates in %; intervals are 95% unless noted.</p>",
+             ("<p style='color:#a00'><b>Warning:</b> π_all succeeds in fewer than "
+              f"{100 * r['floor']:.0f}% of nominal episodes: every policy of this study is near the floor, so effects are "
+              "squeezed toward 0 and a 'placebo' verdict means 'no effect at this training budget', not that the axis "
+              "is useless. Train longer (ablation.train.overrides.steps) for a study that can tell axes apart.</p>"
+              if r.get("floor_warning") else ""),
              "<h2>1. Which axis buys transfer (training-time leave-one-out)</h2>",
              f"<p>effect = target success of π_all − π_-axis, both trained on the same demo seeds and training seeds, "
              f"evaluated on the same episode seeds. CI: two-level bootstrap (training seeds, then episode seeds, pairs kept). "
