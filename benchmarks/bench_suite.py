@@ -11,7 +11,8 @@
    (``--workers 1,2,4,8,16`` for the curve on a bigger machine), interleaved ``--rounds`` times; goal
    2 vs 1 >= 1.8x. Also prints start-up (time to the first stored group) and the worker processes
    seen per suite (one pool per suite, each worker reused across conditions);
-4. main-process RSS sampled over a long inline suite (should stay flat).
+4. main-process RSS sampled over a long inline suite (should stay flat; ``bench_memory.py`` measures the
+   main process and the workers over thousands of episodes).
 """
 
 from __future__ import annotations
