@@ -7,6 +7,12 @@ stretched: its span is below ``eps`` (constant), or its standard deviation is wi
 (3) times the known observation noise ``noise_std`` (pure sensor noise has a std of exactly that).
 Min-max scaling such a dimension would divide by a span of a few noise sigma and blow any value it
 takes later up ~100x (a held-out item's row, never present in training, reached the policy as 130).
+
+Presence rows (``rows={key: width}``, rows ``[present, ...]`` as in realgap's ``object_state``): a row
+that was never present in training (a held-out item) has no statistics of its own. While it is
+absent it reads exactly as in training (its zeros pass through); once present it is normalised with
+the statistics pooled per column over the rows that were seen (``unseen_scale``/``unseen_offset``),
+so a held-out vial's position reaches the policy on the same scale as a trained vial's.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ class Normalizer:
 
     @classmethod
     def fit(cls, arrays: Mapping[str, np.ndarray], eps: float = 1e-4,
-            noise_std: float | Mapping[str, float] = 0.0, noise_k: float = 3.0) -> "Normalizer":
-        """``noise_std``: the observation noise std the data was recorded with (one value, or per key)."""
+            noise_std: float | Mapping[str, float] = 0.0, noise_k: float = 3.0,
+            rows: Mapping[str, int] | None = None) -> "Normalizer":
+        """``noise_std``: the observation noise std the data was recorded with (one value, or per key).
+        ``rows``: keys laid out as presence rows -> row width (see the module docstring)."""
         stats = {}
         for key, x in arrays.items():
             x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -42,6 +50,9 @@ class Normalizer:
             # wide dims: lo -> -1, hi -> +1; narrow dims: centred on 0 without scaling
             offset = np.where(wide, -1.0 - lo * scale, -(lo + hi) / 2.0)
             stats[key] = {"scale": scale.astype(np.float32), "offset": offset.astype(np.float32)}
+            width = int((rows or {}).get(key, 0))
+            if width and x.shape[1] % width == 0:
+                stats[key] |= _unseen_row_stats(lo, hi, wide, width)
         return cls(stats)
 
     def __contains__(self, key: str) -> bool:
@@ -49,7 +60,19 @@ class Normalizer:
 
     def normalize(self, key: str, x):
         s = self.stats[key]
-        return x * _like(s["scale"], x) + _like(s["offset"], x)
+        out = x * _like(s["scale"], x) + _like(s["offset"], x)
+        if "row_dim" not in s:
+            return out
+        width = int(s["row_dim"][0])
+        unseen = (s["unseen_scale"] != 0).reshape(-1, width)[:, :1]  # (rows, 1); 0 marks a seen row
+        alt = x * _like(s["unseen_scale"], x) + _like(s["unseen_offset"], x)
+        rows = lambda a: a.reshape(*a.shape[:-1], -1, width)  # noqa: E731
+        present = rows(x)[..., :1] > 0.5
+        if _is_torch(x):
+            use, where = present & _torch().as_tensor(unseen, device=x.device), _torch().where
+        else:
+            use, where = present & unseen, np.where
+        return where(use, rows(alt), rows(out)).reshape(out.shape)
 
     def unnormalize(self, key: str, x):
         s = self.stats[key]
@@ -61,9 +84,42 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "normalizer") -> "Normalizer":
         for k, s in d.items():
-            if not isinstance(s, Mapping) or set(s) != {"scale", "offset"} or len(s["scale"]) != len(s["offset"]):
+            extra = {"row_dim", "unseen_scale", "unseen_offset"}
+            if (not isinstance(s, Mapping) or not {"scale", "offset"} <= set(s) <= {"scale", "offset"} | extra
+                    or set(s) & extra not in (set(), extra) or len(s["scale"]) != len(s["offset"])):
                 raise RealgapError(f"{where}.{k}: expected equal-length 'scale' and 'offset' lists")
         return cls(d)
+
+
+def _unseen_row_stats(lo, hi, wide, width: int) -> dict[str, np.ndarray]:
+    """Per-column stats pooled over the rows that varied, for rows that never did (0 for seen rows)."""
+    lo, hi, wide = lo.reshape(-1, width), hi.reshape(-1, width), wide.reshape(-1, width)
+    unseen = ~wide.any(1)
+    scale, offset = np.zeros(lo.shape), np.zeros(lo.shape)
+    for c in range(width):
+        seen = wide[:, c]
+        if unseen.any() and seen.any():
+            plo, phi = lo[seen, c].min(), hi[seen, c].max()
+            scale[unseen, c] = 2.0 / (phi - plo)
+            offset[unseen, c] = -1.0 - plo * scale[unseen, c]
+        elif unseen.any():  # no row ever varied in this column: pass through
+            scale[unseen, c], offset[unseen, c] = 1.0, 0.0
+    return {"row_dim": np.array([width], np.float32), "unseen_scale": scale.reshape(-1).astype(np.float32),
+            "unseen_offset": offset.reshape(-1).astype(np.float32)}
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _is_torch(x) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, torch.Tensor)
 
 
 def _like(v: np.ndarray, x):

@@ -146,6 +146,12 @@ def rollout_rate(model: DiffusionPolicy, cfg: DictConfig) -> float:
     return float(np.mean(ok))
 
 
+def presence_rows(policy_cfg) -> dict[str, int]:
+    """The policy's row-structured key (row_attention: rows [present, ...]), for the normalizer."""
+    ra = policy_cfg.get("row_attention") or {}
+    return {ra["key"]: int(ra.get("row_dim", 6))} if ra.get("key") else {}
+
+
 def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     validate(cfg)
     t = cfg.train
@@ -158,7 +164,8 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
         keys.append(aux.get("label_key", "object_state"))
     dataset = DemoDataset(cfg.data.path, list(dict.fromkeys(keys)),
                           policy_cfg["horizon"], policy_cfg["n_obs_steps"], policy_cfg["n_action_steps"],
-                          val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"))
+                          val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"),
+                          presence_rows=presence_rows(policy_cfg))
     prepare_output(out, resume, overwrite)  # only after the config and the data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)

@@ -149,3 +149,23 @@ def test_dataset_takes_the_noise_level_from_the_recorded_dr_params(tmp_path):
     scale = ds.normalizer.stats["object_state"]["scale"]
     assert np.array_equal(scale[6:], np.ones(6, np.float32)) and np.all(scale[1:4] != 1)
     assert np.all(ds.normalizer.stats["action"]["scale"] > 10)  # actions are never treated as sensor noise
+
+
+def test_a_row_never_present_in_training_is_normalised_like_the_seen_rows_once_present():
+    rng = np.random.default_rng(3)
+    n = 4000
+    seen = _rows_with_noise_only_items(n, 0.0, rng)[:, :6]  # item 0: present, moving
+    seen[rng.random(n) < 0.3] = 0.0  # sometimes absent
+    x = np.concatenate([seen, np.zeros((n, 6), np.float32)], 1).astype(np.float32)  # item 1: never present
+    norm = Normalizer.fit({"s": x}, rows={"s": 6})
+    y = norm.normalize("s", x)
+    np.testing.assert_array_equal(y, Normalizer.fit({"s": x}).normalize("s", x))  # training inputs unchanged
+    row = np.array([1, 0.5, -0.1, 0.03, 0.96, 0.28], np.float32)
+    both = np.concatenate([row, row])[None]
+    z = norm.normalize("s", both)
+    np.testing.assert_allclose(z[0, 6:], z[0, :6], rtol=1e-6)  # the unseen item reads like the seen one
+    import torch
+
+    np.testing.assert_allclose(norm.normalize("s", torch.as_tensor(both)).numpy(), z, rtol=1e-6)
+    again = Normalizer.from_dict(json.loads(json.dumps(norm.to_dict())))
+    np.testing.assert_allclose(again.normalize("s", both), z, rtol=1e-6)
