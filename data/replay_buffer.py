@@ -97,7 +97,9 @@ class ReplayBuffer:
         meta = root.create_group("meta")
         meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64",
                           compressors=_compressor(np.dtype("int64"), 1))
-        meta.create_array("episode_info", shape=(0,), chunks=(1024,), dtype=str,
+        # Small chunks: every append re-encodes the last partial chunk, and with 1024 JSON infos a chunk
+        # that big left the writer's RSS ~50 MB higher (allocator high-water mark) after 2000 episodes.
+        meta.create_array("episode_info", shape=(0,), chunks=(128,), dtype=str,
                           compressors=[ZstdCodec(level=3), Crc32cCodec()])
         root.attrs.update({"n_episodes": 0, "layout": "realgap.replay_buffer", "layout_version": LAYOUT_VERSION})
         return cls(root, path, writable=True)
