@@ -254,12 +254,11 @@ def classify(proprio: np.ndarray, actions: np.ndarray, task: dict, object_state:
         return _landed(task, object_state)
     xy = proprio[step, :2]
     cands = places(task, os0)
-    if not cands:
-        return Destination("none", None, mode, int(step), (float(xy[0]), float(xy[1])))
-    name, dist = min(((k, float(np.hypot(*(xy - v)))) for k, v in cands.items()), key=lambda kv: kv[1])
     point = (float(xy[0]), float(xy[1]))
-    if dist > REACH:
-        return Destination("none", None, mode, int(step), point)
+    name, dist = min(((k, float(np.hypot(*(xy - v)))) for k, v in cands.items()), key=lambda kv: kv[1]) if cands else (None, math.inf)
+    if dist > REACH:  # released/carried nowhere: an object that slipped out later may still have landed in one
+        landed = _landed(task, object_state)
+        return landed if landed.category != "none" else Destination("none", None, mode, int(step), point)
     return Destination(_category(name, cands, task), name, mode, int(step), point)
 
 

@@ -160,6 +160,15 @@ def test_classifier_synthetic_release_carry_and_none():
     assert (d.category, d.item, d.mode) == ("instructed", "grey bowl", "object")
     rows[-1, ITEM_NAMES.index("red block"), 1:3] = (0.0, -0.05)  # knocked over, not into anything
     assert G.classify(p, a, task, rows.reshape(len(p), -1)).category == "none"
+    # a one-step close/open at the pick reads as a release far from everything; the object then slipped
+    # into the bowl on the way: the landed object wins over the release that went nowhere
+    p2, a2 = p.copy(), a.copy()
+    a2[0, 3], p2[1, 6:8] = 1.0, 0.02
+    d = G.classify(p2, a2, task, rows.reshape(len(p), -1))
+    assert (d.category, d.mode) == ("none", "release")  # knocked over: the release still says nowhere
+    rows[-1, ITEM_NAMES.index("red block"), 1:3] = (l2[0] + 0.01, l2[1])
+    d = G.classify(p2, a2, task, rows.reshape(len(p), -1))
+    assert (d.category, d.item, d.mode) == ("instructed", "grey bowl", "object")
     # an early release (dropped at the pick) followed by a re-grasp and a release over L0: the last counts
     p, a = _trajectory(_path(l0) + [l0] * 3, 8, 12)
     a[2:4, 3], p[3:5, 6:8] = 1.0, 0.02
