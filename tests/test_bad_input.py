@@ -42,6 +42,8 @@ CASES = [
     ("collect-n-abc", lambda p: ["collect", "data.n_episodes=abc", f"data.path={p['new']}"], "data.n_episodes"),
     ("expert-n-abc", lambda p: ["expert", "n_episodes=abc"], "n_episodes"),
     ("expert-n-zero", lambda p: ["expert", "n_episodes=0"], "n_episodes"),
+    ("ablate-unknown-train-override", lambda p: ["ablate", "ablation=quick", "+ablation.train.overrides.bogus=3",
+                                                 f"out={p['new']}"], "ablation.train.overrides.bogus"),
     ("report-bootstrap-abc", lambda p: ["report", f"out={p['done']}", "bootstrap_n=abc"], "bootstrap_n"),
     ("report-bootstrap-zero", lambda p: ["report", f"out={p['done']}", "bootstrap_n=0"], "bootstrap_n"),
     ("report-unknown-key", lambda p: ["report", f"out={p['done']}", "+bogus=1"], "bogus"),
