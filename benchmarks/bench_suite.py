@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -119,14 +120,18 @@ def scaling(root: Path, seeds: int, workers: list[int], rounds: int) -> None:
     times: dict[int, list[float]] = {w: [] for w in workers}
     for r in range(rounds):
         for w in workers:
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
             with Timeline() as timeline:
                 t0 = time.perf_counter()
                 secs, n = suite(root / f"w{w}", f"suite.seeds.n={seeds}", f"workers={w}")
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            main_cpu, workers_cpu = ((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in zip(cpu0, cpu1))
             times[w].append(secs)
             first = timeline.stored[0] - t0 if timeline.stored else float("nan")
             print(f"[3] round {r + 1}: {n} episodes, {w} worker(s): {secs:.1f} s = {60 * n / secs:.1f} episodes/min; "
                   f"first group stored after {first:.1f} s; {len(timeline.stored)} groups; worker processes seen: "
-                  f"{len(timeline.pids)}; {load_average()}")
+                  f"{len(timeline.pids)}; CPU s: main {main_cpu:.1f}, workers {workers_cpu:.1f} "
+                  f"(= {(main_cpu + workers_cpu) / secs:.2f} cores busy on average); {load_average()}")
     base = workers[0]
     for w in workers[1:]:
         ratio = sum(times[base]) / sum(times[w])
