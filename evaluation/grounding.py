@@ -17,8 +17,8 @@ same seeds; parallel, resumable, stored like any suite):
 Scoring reads the episode store only. ``classify`` decides where each episode *went* from the
 end-effector path (``proprio[:3]``) and the gripper (command ``action[:, 3] > 0``, fingers
 ``proprio[6:8]``): the receptacle the gripper released a held object over, else the one it was
-carrying the object at when the episode ended (else, rarely, the one an object that slipped out
-landed in): ``instructed`` / ``memorized`` (L0, the trained target's place) / ``other`` / ``none``.
+carrying the object at when the episode ended (else, rarely, and also when that release went
+nowhere, the one an object that slipped out landed in): ``instructed`` / ``memorized`` (L0, the trained target's place) / ``other`` / ``none``.
 """
 
 from __future__ import annotations
