@@ -18,7 +18,8 @@ Scoring reads the episode store only. ``classify`` decides where each episode *w
 end-effector path (``proprio[:3]``) and the gripper (command ``action[:, 3] > 0``, fingers
 ``proprio[6:8]``): the receptacle the gripper released a held object over, else the one it was
 carrying the object at when the episode ended (else, rarely, and also when that release went
-nowhere, the one an object that slipped out landed in): ``instructed`` / ``memorized`` (L0, the trained target's place) / ``other`` / ``none``.
+nowhere, the one an object that slipped out landed in): ``instructed`` / ``memorized`` (L0, the
+trained target's place) / ``other`` / ``none``.
 """
 
 from __future__ import annotations
