@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
     "ablate": ("ablate", "realgap.evaluation.ablation_run:main", "leave-one-axis-out DR study: which axis buys transfer, which is a placebo"),
-    "grounding": ("grounding", "realgap.evaluation.grounding:main", "does the policy follow the named object or a memorized place?"),
+    "grounding": ("grounding", "realgap.evaluation.grounding_run:main", "does the policy follow the named object or a memorized place?"),
     "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
     "verify": ("verify", "realgap.evaluation.store:verify_main", "check every chunk of an episode store (checksums, missing chunks)"),
     "uncertainty": ("uncertainty", "realgap.evaluation.uncertainty_run:main", "calibrate + score chunk-disagreement uncertainty of a suite -> <out>/uncertainty/"),

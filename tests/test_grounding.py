@@ -13,6 +13,7 @@ from realgap.envs.scene import RECEPTACLE_SLOTS
 from realgap.envs.tasks import TaskVariant, make_task, object_pool, receptacle_pool
 from realgap.errors import RealgapError
 from realgap.evaluation import grounding as G
+from realgap.evaluation import grounding_run
 from realgap.evaluation.rollout import GroupTask, run_group
 from realgap.policies import baselines
 
@@ -229,9 +230,9 @@ def _cfg(tmp_path, policy="expert", **preset):
 
 
 def test_grounding_command_separates_object_and_location_following(tmp_path, capsys):
-    assert G.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none")) == 0
+    assert grounding_run.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none")) == 0
     expert = json.loads((tmp_path / "g" / "report" / "grounding.json").read_text())
-    assert G.main(_cfg(tmp_path / "loc", "realgap.policies.baselines:location_follower")) == 0
+    assert grounding_run.main(_cfg(tmp_path / "loc", "realgap.policies.baselines:location_follower")) == 0
     loc = json.loads((tmp_path / "loc" / "g" / "report" / "grounding.json").read_text())
     e = {v["variant"]: v for v in expert["variants"]}
     lf = {v["variant"]: v for v in loc["variants"]}
@@ -248,8 +249,8 @@ def test_grounding_command_separates_object_and_location_following(tmp_path, cap
     assert "Follow matrix" in page and "data:image/png;base64" in page and "L0" in page
     assert "<video" in page or "no playable codec" in page
     with pytest.raises(RealgapError, match="exists; pass --resume"):
-        G.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none"))
-    assert G.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none"), resume=True) == 0  # nothing left to run, report rebuilt
+        grounding_run.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none"))
+    assert grounding_run.main(_cfg(tmp_path, "expert", tests=["swap"], record_frames="none"), resume=True) == 0  # nothing left to run, report rebuilt
 
 
 class _Deaf:
@@ -279,7 +280,7 @@ def test_bad_input_stops_before_anything_is_written(tmp_path, change, message):
     cfg = _cfg(tmp_path, policy, **change)
     cfg["grounding"]["seeds"]["n"] = 12
     with pytest.raises(RealgapError) as e:
-        G.main(cfg)
+        grounding_run.main(cfg)
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "g").exists()
 
