@@ -21,8 +21,10 @@ from realgap.errors import RealgapError
 class DemoDataset:
     def __init__(self, path: str | Path, obs_keys: Sequence[str], horizon: int, n_obs_steps: int,
                  n_action_steps: int, val_ratio: float = 0.05, seed: int = 0, max_episodes: int | None = None,
-                 tokenizer: WordTokenizer | None = None, presence_rows: dict[str, int] | None = None):
-        """``presence_rows``: obs keys laid out as rows ``[present, ...]`` -> width (see ``Normalizer.fit``)."""
+                 tokenizer: WordTokenizer | None = None, presence_rows: dict[str, int] | None = None,
+                 row_kinds: dict[str, list[str]] | None = None):
+        """``presence_rows``: obs keys laid out as rows ``[present, ...]`` -> width; ``row_kinds``: the
+        kind of each such row (see ``Normalizer.fit``)."""
         path = Path(path)
         if not path.exists():
             raise RealgapError(f"data.path: {path} does not exist (run `realgap collect` first)")
@@ -58,7 +60,8 @@ class DemoDataset:
         # observation keys carry the sensor noise the demos were recorded with: noise-only dims stay unscaled
         noise = recorded_obs_noise(infos)
         self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8},
-                                         noise_std={k: noise for k in self.obs_keys}, rows=presence_rows)
+                                         noise_std={k: noise for k in self.obs_keys}, rows=presence_rows,
+                                         row_kinds=row_kinds)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}

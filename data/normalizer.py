@@ -11,13 +11,16 @@ takes later up ~100x (a held-out item's row, never present in training, reached 
 Presence rows (``rows={key: width}``, rows ``[present, ...]`` as in realgap's ``object_state``): a row
 that was never present in training (a held-out item) has no statistics of its own. While it is
 absent it reads exactly as in training (its zeros pass through); once present it is normalised with
-the statistics pooled per column over the rows that were seen (``unseen_scale``/``unseen_offset``),
-so a held-out vial's position reaches the policy on the same scale as a trained vial's.
+the statistics pooled per column over the seen rows of the same kind (``row_kinds={key: [kind per
+row]}``, e.g. object / receptacle; ``unseen_scale``/``unseen_offset``), so a held-out vial's position
+reaches the policy on the same scale as a trained vial's and a held-out cup's as a trained rack's.
+Pooling across kinds would read a receptacle like an object (its constant z=0 stretched to -1).
+Without ``row_kinds`` all rows are one kind.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,9 +35,11 @@ class Normalizer:
     @classmethod
     def fit(cls, arrays: Mapping[str, np.ndarray], eps: float = 1e-4,
             noise_std: float | Mapping[str, float] = 0.0, noise_k: float = 3.0,
-            rows: Mapping[str, int] | None = None) -> "Normalizer":
+            rows: Mapping[str, int] | None = None,
+            row_kinds: Mapping[str, Sequence[str]] | None = None) -> "Normalizer":
         """``noise_std``: the observation noise std the data was recorded with (one value, or per key).
-        ``rows``: keys laid out as presence rows -> row width (see the module docstring)."""
+        ``rows``: keys laid out as presence rows -> row width; ``row_kinds``: per such key, the kind of
+        each row; a never-seen row pools the seen rows of its kind (see the module docstring)."""
         stats = {}
         for key, x in arrays.items():
             x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -52,7 +57,11 @@ class Normalizer:
             stats[key] = {"scale": scale.astype(np.float32), "offset": offset.astype(np.float32)}
             width = int((rows or {}).get(key, 0))
             if width and x.shape[1] % width == 0:
-                stats[key] |= _unseen_row_stats(lo, hi, wide, width)
+                kinds = list((row_kinds or {}).get(key) or [""] * (x.shape[1] // width))
+                if len(kinds) != x.shape[1] // width:
+                    raise RealgapError(f"normalizer: row_kinds.{key} names {len(kinds)} rows, "
+                                       f"'{key}' has {x.shape[1] // width} rows of width {width}")
+                stats[key] |= _unseen_row_stats(lo, hi, wide, width, kinds)
         return cls(stats)
 
     def __contains__(self, key: str) -> bool:
@@ -91,19 +100,28 @@ class Normalizer:
         return cls(d)
 
 
-def _unseen_row_stats(lo, hi, wide, width: int) -> dict[str, np.ndarray]:
-    """Per-column stats pooled over the rows that varied, for rows that never did (0 for seen rows)."""
+def _unseen_row_stats(lo, hi, wide, width: int, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-column stats for rows that never varied, pooled over the rows of the same kind that did
+    (0 for seen rows)."""
     lo, hi, wide = lo.reshape(-1, width), hi.reshape(-1, width), wide.reshape(-1, width)
-    unseen = ~wide.any(1)
+    kinds = np.asarray([str(k) for k in kinds])
     scale, offset = np.zeros(lo.shape), np.zeros(lo.shape)
-    for c in range(width):
-        seen = wide[:, c]
-        if unseen.any() and seen.any():
-            plo, phi = lo[seen, c].min(), hi[seen, c].max()
-            scale[unseen, c] = 2.0 / (phi - plo)
-            offset[unseen, c] = -1.0 - plo * scale[unseen, c]
-        elif unseen.any():  # no row ever varied in this column: pass through
-            scale[unseen, c], offset[unseen, c] = 1.0, 0.0
+    for kind in dict.fromkeys(kinds):
+        same = kinds == kind
+        unseen = same & ~wide.any(1)
+        if not unseen.any():
+            continue
+        for c in range(width):
+            seen, known = same & wide[:, c], same & wide.any(1)
+            if seen.any():
+                plo, phi = lo[seen, c].min(), hi[seen, c].max()
+                scale[unseen, c] = 2.0 / (phi - plo)
+                offset[unseen, c] = -1.0 - plo * scale[unseen, c]
+            elif known.any():  # constant on the seen rows of this kind: centred like them
+                scale[unseen, c] = 1.0
+                offset[unseen, c] = -(lo[known, c].min() + hi[known, c].max()) / 2.0
+            else:  # no row of this kind was ever seen: pass through
+                scale[unseen, c], offset[unseen, c] = 1.0, 0.0
     return {"row_dim": np.array([width], np.float32), "unseen_scale": scale.reshape(-1).astype(np.float32),
             "unseen_offset": offset.reshape(-1).astype(np.float32)}
 

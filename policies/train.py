@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from realgap.data.dataset import DemoDataset
 from realgap.errors import RealgapError
+from realgap.outputs import prepare_dir
 from realgap.policies.checkpoint import load_train_state, save_policy, save_train_state
 from realgap.policies.diffusion import EMA, DiffusionPolicy
 from realgap.policies.executor import RecedingHorizonExecutor
@@ -74,18 +74,6 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (out / "train_state.json").exists():
-            raise RealgapError(f"{out}: nothing to resume (no train_state.json)")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RealgapError(f"{out}: output exists; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def write_curve(out: Path, rows: list[dict]) -> None:
@@ -152,6 +140,18 @@ def presence_rows(policy_cfg) -> dict[str, int]:
     return {ra["key"]: int(ra.get("row_dim", 6))} if ra.get("key") else {}
 
 
+def row_kinds(policy_cfg) -> dict[str, list[str]]:
+    """Object or receptacle, per row of the row-structured key (the normalizer pools a held-out row
+    over trained rows of its kind); rows in the env catalogue order unless row_names says otherwise."""
+    from realgap.envs.catalogue import ITEM_NAMES, RECEPTACLE_NAMES
+
+    ra = policy_cfg.get("row_attention") or {}
+    if not ra.get("key"):
+        return {}
+    names = [str(n).lower() for n in (ra.get("row_names") or ITEM_NAMES)]
+    return {ra["key"]: ["receptacle" if n in RECEPTACLE_NAMES else "object" for n in names]}
+
+
 def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     validate(cfg)
     t = cfg.train
@@ -165,8 +165,8 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     dataset = DemoDataset(cfg.data.path, list(dict.fromkeys(keys)),
                           policy_cfg["horizon"], policy_cfg["n_obs_steps"], policy_cfg["n_action_steps"],
                           val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"),
-                          presence_rows=presence_rows(policy_cfg))
-    prepare_output(out, resume, overwrite)  # only after the config and the data proved valid
+                          presence_rows=presence_rows(policy_cfg), row_kinds=row_kinds(policy_cfg))
+    prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)
     with torch.random.fork_rng():  # initialisation draws from torch's global RNG: seed it, then restore it
