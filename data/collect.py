@@ -79,7 +79,7 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     from realgap.envs.expert import ScriptedExpert
 
     expert = ScriptedExpert(env)
-    buf = ReplayBuffer.open_output(d.path, resume=resume, overwrite=overwrite)
+    buf = ReplayBuffer.open_output(d.path, resume=resume, overwrite=overwrite, field="data.path")
     state = dict(buf.root.attrs.get("collect", {"next_seed": int(d.seed_start), "n_discarded": 0}))
     stored = [int(i["seed"]) for i in buf.episode_infos()]
     # a kill between the append and the attribute update leaves next_seed stale: trust the episodes

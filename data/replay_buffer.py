@@ -31,6 +31,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from realgap.errors import RealgapError
+from realgap.outputs import claim_output
 
 CHUNK_BYTES = 2 * 1024 * 1024  # ~2 MB chunks along time, as diffusion_policy
 LAYOUT_VERSION = 2  # 2: crc32c on every array, every chunk written (1: neither)
@@ -123,18 +124,12 @@ class ReplayBuffer:
         return buf
 
     @classmethod
-    def open_output(cls, path: str | Path, *, resume: bool, overwrite: bool) -> "ReplayBuffer":
-        """The output rule of every realgap command: never overwrite silently; resume continues."""
+    def open_output(cls, path: str | Path, *, resume: bool, overwrite: bool, field: str = "path") -> "ReplayBuffer":
+        """A store under the output rule of every realgap command (``realgap.outputs``); ``field`` names it in errors."""
         path = Path(path)
-        if resume and overwrite:
-            raise RealgapError("--resume and --overwrite exclude each other")
-        if resume and not path.exists():
-            raise RealgapError(f"{path}: does not exist, so there is nothing to resume (drop --resume to start it)")
-        if path.exists() and resume:
+        if claim_output(path, resume, overwrite, field=field, what="store") == "resume":
             return cls.open(path, mode="a")
-        if path.exists() and not overwrite:
-            raise RealgapError(f"{path}: output exists; pass --resume to continue it or --overwrite to replace it")
-        return cls.create(path, overwrite=overwrite)
+        return cls.create(path, overwrite=path.exists())  # what exists here is empty, or --overwrite said so
 
     # ------------------------------------------------------------- validation
     def _validate(self) -> None:

@@ -35,7 +35,6 @@ import copy
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -610,25 +609,21 @@ def fingerprint(cfg: dict) -> dict:
 
 
 def prepare_output(study: Study, resume: bool, overwrite: bool) -> None:
-    from .store import _diff_field, check_writable
+    from realgap.outputs import claim_output, prepare_dir
+
+    from .store import _diff_field
 
     out = study.out
-    check_writable(out)
-    exists = out.exists() and any(out.iterdir())
     fp = json.loads(json.dumps(fingerprint(study.cfg), default=str))
-    if exists and not (resume or overwrite):
-        raise RealgapError(f"out: {out} exists; pass --resume to continue the study or --overwrite to replace it")
-    if exists and resume:
+    if claim_output(out, resume, overwrite, marker=STUDY, what="study") == "resume":
         try:
             old = json.loads((out / STUDY).read_text())["fingerprint"]
         except (OSError, ValueError, KeyError) as e:
-            raise RealgapError(f"{out / STUDY}: missing or unreadable, so {out} is not a study to resume") from e
+            raise RealgapError(f"{out / STUDY}: unreadable, so {out} is not a study to resume") from e
         if old != fp:
             raise RealgapError(f"{out / STUDY}: the study differs from the one being resumed (field '{_diff_field(old, fp)}')")
         return
-    if exists and overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_dir(out, resume, overwrite)
     _write_json(out / STUDY, {"config": study.cfg, "fingerprint": fp, "digest": digest(fp)})
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from realgap.data.replay_buffer import ReplayBuffer
 from realgap.errors import RealgapError
+from realgap.outputs import claim_output
 
 from .plan import Plan, digest
 from .rollout import Episode
@@ -30,40 +30,13 @@ SUITE_FILE = "suite.json"
 STORE_DIR = "episodes.zarr"
 
 
-def check_writable(out: Path) -> None:
-    """Fail early (before any simulation) when ``out`` cannot be created or written."""
-    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
-    if probe_dir.exists() and not probe_dir.is_dir():
-        raise RealgapError(f"out: {probe_dir} is a file, not a folder")
-    probe = probe_dir / f".realgap-write-test-{uuid.uuid4().hex}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise RealgapError(f"out: {out} is not writable ({e.strerror or e})") from e
-
-
 def check_output(out: Path, resume: bool, overwrite: bool, plan: Plan | None = None) -> str:
-    """Decide what to do with ``out``: 'new', 'resume' or 'overwrite'. Raises on a conflict.
-
-    With ``plan``, a resume is checked against the saved fingerprint here, before any simulation.
-    """
-    check_writable(out)
-    exists = out.exists() and any(out.iterdir())
-    if not exists:
-        if resume:  # silently starting afresh would hide a mistyped out=
-            raise RealgapError(f"out: {out} does not exist or is empty, so there is nothing to resume "
-                               "(drop --resume to start it)")
-        return "new"
-    if overwrite:
-        return "overwrite"
-    if resume:
-        if not (out / SUITE_FILE).exists():
-            raise RealgapError(f"{out / SUITE_FILE}: missing, so {out} is not a suite output to resume")
-        if plan is not None:
-            check_fingerprint(out, plan)
-        return "resume"
-    raise RealgapError(f"out: {out} exists; pass --resume to continue it or --overwrite to replace it")
+    """``realgap.outputs.claim_output`` for a suite folder; with ``plan``, a resume is also checked against the
+    saved fingerprint here, before any simulation."""
+    mode = claim_output(out, resume, overwrite, marker=SUITE_FILE, what="suite output")
+    if mode == "resume" and plan is not None:
+        check_fingerprint(out, plan)
+    return mode
 
 
 def check_fingerprint(out: Path, plan: Plan) -> None:

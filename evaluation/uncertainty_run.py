@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from realgap import seeding
 from realgap.errors import RealgapError
+from realgap.outputs import prepare_dir
 
 from . import uncertainty as U
 from .policy_loader import checkpoint_path
@@ -452,15 +453,6 @@ def _options(cfg: dict) -> dict:
     return opts
 
 
-def _output_dir(path: Path, resume: bool, overwrite: bool) -> None:
-    if path.exists() and any(path.iterdir()):
-        if overwrite:
-            shutil.rmtree(path)
-        elif not resume:
-            raise RealgapError(f"{path}: exists; pass --resume to continue it or --overwrite to replace it")
-    path.mkdir(parents=True, exist_ok=True)
-
-
 def _fit_novelty(scorer: Scorer, cal_scored: list[dict], eval_scored: list[dict], folds: int = 5) -> None:
     """Fit the observation-embedding Gaussian on the calibration successes; fill in the novelty traces.
 
@@ -515,7 +507,7 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     scorer = Scorer(ckpt, opts["k"])
     scorer.check_store(store, str(out / STORE_DIR))
     unc = out / "uncertainty"
-    _output_dir(unc, resume, overwrite)
+    prepare_dir(unc, resume, overwrite, field="out")
 
     # 1. calibration suite: nominal episodes on held-out seeds, chunks recorded online
     from .suite import run_suite
@@ -609,7 +601,7 @@ def score_main(cfg, resume: bool = False, overwrite: bool = False) -> int:
             scorer.gauss = (z["mean"], z["precision"])
     out = Path(cfg.get("out") or store_path.parent / "offline_score").expanduser()
     unc = out / "uncertainty"
-    _output_dir(unc, resume, overwrite)
+    prepare_dir(unc, resume, overwrite, field="out")
     scored = score_store(scorer, store, resample=True, desc="score (re-sampled)")
     opts = {"score": cal["score"], "aggregate": cal.get("aggregate", "max"), "topq": cal.get("topq", 0.25),
             "alpha": cal["alpha"], "bootstrap_n": int(cfg.get("bootstrap_n", 2000)), "bootstrap_seed": 0,

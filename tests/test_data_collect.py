@@ -41,7 +41,7 @@ def test_existing_store_needs_flag_and_resume_continues_with_next_seeds(tmp_path
         collect.main(cfg(path, n=3))
     monkeypatch.setattr(collect, "run_episode", real)
     assert ReplayBuffer.open(path).n_episodes == 2  # complete episodes only
-    with pytest.raises(RealgapError, match="output exists"):
+    with pytest.raises(RealgapError, match="exists; pass --resume"):
         collect.main(cfg(path, n=3))
     collect.main(cfg(path, n=3), resume=True)
     buf = ReplayBuffer.open(path)

@@ -46,7 +46,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(store, tmp_path):
 def test_existing_output_needs_resume_or_overwrite(store, tmp_path):
     main(train_cfg(store, tmp_path / "out", steps=3))
     before = (tmp_path / "out" / "model.safetensors").read_bytes()
-    with pytest.raises(RealgapError, match="output exists"):
+    with pytest.raises(RealgapError, match="exists; pass --resume"):
         main(train_cfg(store, tmp_path / "out", steps=3))
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
     with pytest.raises(RealgapError, match="nothing to resume"):
