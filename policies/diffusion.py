@@ -9,13 +9,14 @@ normalized actions. Training uses DDPM (epsilon prediction); sampling uses deter
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from contextlib import contextmanager
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from realgap.data.normalizer import Normalizer
@@ -52,6 +53,26 @@ DEFAULTS: dict[str, Any] = {
     "transformer": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     "num_train_timesteps": 100, "num_inference_steps": 10, "beta_schedule": "squaredcos_cap_v2",
 }
+
+
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
+
+
+def alphas_cumprod(num_train_timesteps: int, beta_schedule: str) -> torch.Tensor:
+    """float32 cumulative products of (1 - beta), computed as diffusers' schedulers do (tested equal)."""
+    n = int(num_train_timesteps)
+    if beta_schedule == "squaredcos_cap_v2":  # GLIDE's cosine schedule, betas capped at 0.999
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
+                             dtype=torch.float32)
+    elif beta_schedule == "linear":
+        betas = torch.linspace(0.0001, 0.02, n, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(0.0001 ** 0.5, 0.02 ** 0.5, n, dtype=torch.float32) ** 2
+    else:
+        raise RealgapError(f"policy.beta_schedule: unknown '{beta_schedule}' ({' | '.join(BETA_SCHEDULES)})")
+    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def sample_seeds(seed: int, num_samples: int) -> list[int]:
@@ -174,10 +195,26 @@ class DiffusionPolicy(nn.Module):
                                                 step_embed_dim=cfg["step_embed_dim"], **cfg["transformer"])
         else:
             raise RealgapError(f"policy.denoiser: unknown '{cfg['denoiser']}' (unet | transformer)")
-        sched = dict(num_train_timesteps=cfg["num_train_timesteps"], beta_schedule=cfg["beta_schedule"],
-                     clip_sample=True, prediction_type="epsilon")
-        self.train_scheduler = DDPMScheduler(**sched)
-        self.infer_scheduler = DDIMScheduler(**sched, set_alpha_to_one=True)
+        if cfg["beta_schedule"] not in BETA_SCHEDULES:
+            raise RealgapError(f"policy.beta_schedule: unknown '{cfg['beta_schedule']}' ({' | '.join(BETA_SCHEDULES)})")
+
+    # diffusers is imported only where a scheduler object is needed (training's add_noise, tests): sampling
+    # uses the precomputed table below, so a suite worker does not pay diffusers' ~1.2 s import.
+    def _scheduler_kwargs(self) -> dict:
+        return dict(num_train_timesteps=self.config["num_train_timesteps"], beta_schedule=self.config["beta_schedule"],
+                    clip_sample=True, prediction_type="epsilon")
+
+    @functools.cached_property
+    def train_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler(**self._scheduler_kwargs())
+
+    @functools.cached_property
+    def infer_scheduler(self):
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(**self._scheduler_kwargs(), set_alpha_to_one=True)
 
     # ------------------------------------------------------------ observation
     @property
@@ -332,14 +369,13 @@ class DiffusionPolicy(nn.Module):
         key = (int(num_steps), str(self.device))
         cache = self.__dict__.setdefault("_ddim_cache", {})
         if key not in cache:
-            sched = self.infer_scheduler
-            sched.set_timesteps(int(num_steps))
-            acp = sched.alphas_cumprod
-            stride = sched.config.num_train_timesteps // sched.num_inference_steps
+            n_train = int(self.config["num_train_timesteps"])
+            acp = alphas_cumprod(n_train, self.config["beta_schedule"])
+            stride = n_train // int(num_steps)  # diffusers' "leading" spacing, steps_offset 0
             rows = []
-            for t in sched.timesteps.tolist():
+            for t in (np.arange(int(num_steps)) * stride)[::-1].tolist():
                 a_t = acp[t]
-                a_prev = acp[t - stride] if t - stride >= 0 else sched.final_alpha_cumprod
+                a_prev = acp[t - stride] if t - stride >= 0 else torch.tensor(1.0)  # set_alpha_to_one
                 rows.append((int(t), *(v.to(self.device) for v in (a_t ** 0.5, (1 - a_t) ** 0.5, a_prev ** 0.5, (1 - a_prev) ** 0.5))))
             cache[key] = rows
         return cache[key]

@@ -301,3 +301,29 @@ def test_image_suite_preset_matches_the_shipped_image_checkpoint():
     chunks = p.sample_chunks({"image_front": img, "proprio": np.zeros((1, 2, 8), np.float32),
                               "instruction": ["place the red block in the yellow rack"]}, 2, seed=0)
     assert chunks.shape == (1, 2, p.horizon, 4) and np.all(np.isfinite(chunks))
+
+
+@pytest.mark.parametrize("schedule", ["squaredcos_cap_v2", "linear", "scaled_linear"])
+@pytest.mark.parametrize("n", [100, 1000])
+def test_alphas_cumprod_equals_diffusers(schedule, n):
+    """Sampling uses realgap's own schedule table (no diffusers import in suite workers): it must be diffusers'."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from realgap.policies.diffusion import alphas_cumprod
+
+    ours = alphas_cumprod(n, schedule)
+    for cls in (DDPMScheduler, DDIMScheduler):
+        assert torch.equal(ours, cls(num_train_timesteps=n, beta_schedule=schedule).alphas_cumprod)
+
+
+def test_loading_a_checkpoint_for_sampling_does_not_import_diffusers():
+    import subprocess
+    import sys
+
+    code = ("import sys; from realgap.evaluation.policy_loader import load_policy; "
+            "p = load_policy('realgap/checkpoints/state_policy', {}); "
+            "import numpy as np; print('diffusers' in sys.modules)")
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
