@@ -10,7 +10,7 @@ setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) -m realgap suite
+	$(PYTHON) -m realgap suite $$([ -f outputs/suite/default/suite.json ] && echo --resume)  # a second run only rebuilds the report
 
 test: setup
 	$(PYTHON) -m pytest -q
