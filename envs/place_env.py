@@ -14,6 +14,15 @@ randomized textures must be uploaded).
 Episode ends: ``terminated`` on success; ``truncated`` on timeout, and also when the simulation goes
 unstable (NaN/inf state or a MuJoCo BADQACC/BADQPOS/BADQVEL warning) -- an unstable episode is not
 an MDP terminal state, so it is a truncation with ``info["termination_reason"] = "unstable: <what>"``.
+
+Failure events (``info["failure_event"] = {"type", "step", "item"}``): the first moment of the episode
+at which a failure became visible, so that detectors can be judged by lead time to it rather than to
+the timeout. Read-only checks of the state after each step (no effect on physics, observations,
+rewards or terminations); from the step it happens on, every info carries it. Types:
+``knocked_over`` (an object upright at reset tilts > 45 deg; not the target once inside its receptacle),
+``wrong_receptacle`` (the target at rest, released, inside another receptacle), ``dropped`` (the target,
+once lifted > 2 cm, at rest and released outside every receptacle), ``distractor_moved`` (a non-target
+object > 3 cm, horizontally, from where it settled at reset). None on the step that succeeds.
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ OBJECT_ROW = 6  # [present, x, y, z, cos yaw, sin yaw]
 INSTRUCTION_CHARSET = string.ascii_lowercase + " "
 INSTRUCTION_MAX_LEN = 96
 DEFAULT_MAX_STEPS = 100
+KNOCKED_TILT_COS = np.cos(np.deg2rad(45.0))  # up axis further than 45 deg from vertical: knocked over
+DROP_LIFT = 0.02  # the target counts as lifted once its centre is this far above where it settled
+DISTRACTOR_SHIFT = 0.03  # horizontal displacement of a non-target object that counts as disturbing it
+RESTING_SPEED = 0.05  # m/s: an object slower than this is at rest (success uses the same bound)
 UNSTABLE_WARNINGS = {  # MuJoCo auto-resets the state on these; we end the episode instead
     mujoco.mjtWarning.mjWARN_BADQACC: "bad qacc",
     mujoco.mjtWarning.mjWARN_BADQPOS: "bad qpos",
@@ -140,6 +153,8 @@ class PlaceInReceptacleEnv(gym.Env):
         self.task: Task | None = None
         self._target = S.EE_HOME.copy()
         self._steps, self._closing = 0, False
+        self._failure_event: dict | None = None  # the episode's first failure event (module docstring)
+        self._event_ref: dict = {}  # reset-time reference for the failure events (_reset_event_ref)
         self._saved_state: np.ndarray | None = None  # physics state before a block of substeps (_substeps)
         self.episode_seed: int | None = None
         # Set by DomainRandomization: fn(env) applying placement / pre-placement on the nominal layout.
@@ -218,6 +233,7 @@ class PlaceInReceptacleEnv(gym.Env):
         mujoco.mj_step(m, d, nstep=S.N_SUBSTEPS)  # let objects settle onto the table
 
         self._steps, self._closing = 0, False
+        self._reset_event_ref()
         # dr_params: filled in by DomainRandomization (what every axis applied); empty without DR
         info = {"task": self.task.to_dict(), "dr_params": {}, "episode_seed": self.episode_seed}
         return self._observe(), info
@@ -246,6 +262,10 @@ class PlaceInReceptacleEnv(gym.Env):
             info["termination_reason"] = "success"
         elif truncated:
             info["termination_reason"] = "timeout"
+        if self._failure_event is None and not unstable and not success:
+            self._failure_event = self._detect_failure_event()
+        if self._failure_event is not None:
+            info["failure_event"] = dict(self._failure_event)
         obs = self._observe()
         if unstable:  # keep the observation inside its space; the episode is over anyway
             for k, v in obs.items():
@@ -331,6 +351,55 @@ class PlaceInReceptacleEnv(gym.Env):
                 return f"non-finite {field}"
         return ""
 
+    def _reset_event_ref(self) -> None:
+        """Where each present object settled at reset: what the failure events compare against."""
+        d, task = self.data, self.task
+        self._failure_event = None
+        objs = [OBJECT_NAMES.index(o) for o in task.objects]
+        self._event_ref = {
+            "xy": {i: d.xpos[self._obj_body[i], :2].copy() for i in objs},
+            # an object already tipped when the episode starts (pre-placement) is not knocked over by the policy
+            "upright": [i for i in objs if d.xmat[self._obj_body[i]][8] > KNOCKED_TILT_COS],
+            "target_z": float(d.xpos[self._obj_body[OBJECT_NAMES.index(task.target_object)], 2]),
+            "lifted": False,
+        }
+
+    def _receptacle_holding(self, i: int) -> str | None:
+        """The present receptacle whose inside (inner footprint, bottom below the rim) holds object ``i``."""
+        d, task = self.data, self.task
+        p, half_h = d.xpos[self._obj_body[i]], OBJECTS[i].half_height
+        for name in task.receptacles:
+            spec = receptacle_spec(name)
+            rb = self._rec_body[RECEPTACLES.index(spec)]
+            local = d.xmat[rb].reshape(3, 3).T @ (p - d.xpos[rb])
+            inside = np.hypot(local[0], local[1]) < spec.inner[0] if spec.round else (
+                abs(local[0]) < spec.inner[0] and abs(local[1]) < spec.inner[1])
+            if inside and 0.0 < local[2] < spec.height + half_h - 0.005:
+                return name
+        return None
+
+    def _detect_failure_event(self) -> dict | None:
+        """The failure event visible in the current state, if any (read-only; see the module docstring)."""
+        d, task, ref = self.data, self.task, self._event_ref
+        t = OBJECT_NAMES.index(task.target_object)
+        event = lambda kind, i: {"type": kind, "step": int(self._steps), "item": OBJECT_NAMES[i]}  # noqa: E731
+        target_in = self._receptacle_holding(t)
+        for i in ref["upright"]:
+            if d.xmat[self._obj_body[i]][8] < KNOCKED_TILT_COS and not (i == t and target_in == task.target_receptacle):
+                return event("knocked_over", i)
+        if d.xpos[self._obj_body[t], 2] > ref["target_z"] + DROP_LIFT:
+            ref["lifted"] = True
+        v = self._obj_vadr[t]
+        if np.linalg.norm(d.qvel[v : v + 3]) < RESTING_SPEED and not self._touches_gripper(self._obj_geom[t]):
+            if target_in is not None and target_in != task.target_receptacle:
+                return event("wrong_receptacle", t)
+            if target_in is None and ref["lifted"]:
+                return event("dropped", t)
+        for i, xy in ref["xy"].items():
+            if i != t and np.hypot(*(d.xpos[self._obj_body[i], :2] - xy)) > DISTRACTOR_SHIFT:
+                return event("distractor_moved", i)
+        return None
+
     def _success(self) -> bool:
         """Target object resting (slow) inside the target receptacle's inner footprint (its centre),
         with its bottom below the rim, and released (gripper commanded open, no gripper contact)."""
@@ -347,7 +416,7 @@ class PlaceInReceptacleEnv(gym.Env):
         # so a vial standing in a shallow tray counts, one balanced on a wall does not.
         below_rim = 0.0 < local[2] < spec.height + object_spec(task.target_object).half_height - 0.005
         v = self._obj_vadr[i]
-        resting = np.linalg.norm(d.qvel[v : v + 3]) < 0.05
+        resting = np.linalg.norm(d.qvel[v : v + 3]) < RESTING_SPEED
         released = not self._closing and not self._touches_gripper(self._obj_geom[i])
         return bool(inside and below_rim and resting and released)
 

@@ -99,6 +99,7 @@ class _Slot:
         self.info_keys: tuple[str, ...] = ()
         self.end_time = 0.0
         self.policy_info: dict = {}
+        self.failure_event: dict | None = None  # the env's info["failure_event"] (first one), if it emits any
 
     def observe(self, rows: dict[str, np.ndarray]) -> None:
         for k, v in rows.items():
@@ -306,6 +307,8 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
                 snapshots[i].save()
             slot.reported = slot.reported or key in info
             slot.info_keys = tuple(info)
+            if slot.failure_event is None and isinstance(info.get("failure_event"), dict):
+                slot.failure_event = dict(info["failure_event"])
             success = bool(info.get(key, False))
             if success or terminated or truncated:
                 reason = info.get("termination_reason") or ("success" if success else "timeout" if truncated else "terminated")
@@ -411,6 +414,8 @@ def _to_episode(task: GroupTask, slot: _Slot, t0: float, action_dim: int) -> Epi
         info["instruction"] = slot.instruction
     if slot.policy_info:
         info["policy"] = slot.policy_info
+    if slot.failure_event is not None:
+        info["failure_event"] = slot.failure_event
     if task.action_bounds == "clip":
         info["clipped_steps"] = slot.clipped
     if task.record_chunks and slot.chunks:
