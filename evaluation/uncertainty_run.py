@@ -242,6 +242,7 @@ def episode_record(e: dict, score: str, threshold: float, how: str, q: float) ->
         "success": None if success is None else bool(success),
         "termination_reason": info.get("termination_reason", "") or "",
         "length": e["length"], "failure_step": e["failure_step"],
+        "failure_type": failure_type(info) if success is False else None,
         "score": U.aggregate(tr, how, q),
         "scores": {n: U.aggregate(e["traces"][n], how, q) for n in U.ALL_SCORES},
         "trace": [{"step": int(s), "score": float(v)} for s, v in zip(e["replan_steps"], tr)],
@@ -260,7 +261,7 @@ def detector_metrics(scored: list[dict], cal: dict, opts: dict, calibration_cond
     if len(conditions) > 1:
         groups["all"] = scored
     events = any(e["info"].get("failure_event") or e["info"].get("failure_step") is not None for e in scored)
-    out: dict[str, Any] = {"conditions": {}, "failure_step_source": "the env's failure events" if events else
+    out: dict[str, Any] = {"conditions": {}, "failure_step_source": "the env's failure event where an episode has one, else its end" if events else
                            "the episode end (no failure events in the episode info): lead times run to the timeout"}
     for cname, eps in groups.items():
         eps = [e for e in eps if e["info"].get("success") is not None]
@@ -299,10 +300,10 @@ def detector_metrics(scored: list[dict], cal: dict, opts: dict, calibration_cond
                 "time_matched": tm,
                 "best_time_matched_before_median_failure": best,
             }
+            entry["by_failure_type"] = _breakdown(eps, alarms, s, int(opts["min_class"]))
             if name == opts["score"]:
                 entry["aggregates"] = {a: U.auroc(np.array([U.aggregate(e["traces"][name], a, q) for e in eps]), y)
                                        for a in U.AGGREGATES}
-                entry["by_failure_type"] = _breakdown(eps, alarms)
             c_out["scores"][name] = entry
         out["conditions"][cname] = c_out
     # realised false-alarm rate on held-out successes of the calibration condition
@@ -316,20 +317,39 @@ def detector_metrics(scored: list[dict], cal: dict, opts: dict, calibration_cond
     return out
 
 
-def _breakdown(eps: list[dict], alarms: list) -> dict:
-    """Per failure type (termination reason): how many the primary score's online alarm caught."""
+def failure_type(info: dict) -> str:
+    """A failure's type: the env's first failure event if it gave one, else its termination reason."""
+    ev = info.get("failure_event")
+    if isinstance(ev, dict) and ev.get("type"):
+        return str(ev["type"])
+    return str(info.get("termination_reason") or "unknown")
+
+
+def _breakdown(eps: list[dict], alarms: list, scores: np.ndarray, min_class: int) -> dict:
+    """Per failure type: how many the score's online alarm caught (TPR at the threshold), the lead time
+    of the caught ones to the failure step, and the AUROC of that type's failures against every success
+    (when the type has at least ``min_class`` failures)."""
+    succ = np.array([bool(e["info"].get("success")) for e in eps])
     out: dict[str, dict] = {}
-    for e, a in zip(eps, alarms):
-        if e["info"].get("success"):
+    for k, (e, a) in enumerate(zip(eps, alarms)):
+        if succ[k]:
             continue
-        reason = e["info"].get("termination_reason") or "unknown"
-        d = out.setdefault(reason, {"n": 0, "caught": 0, "leads": []})
-        d["n"] += 1
+        d = out.setdefault(failure_type(e["info"]), {"idx": [], "caught": 0, "leads": []})
+        d["idx"].append(k)
         if a is not None:
             d["caught"] += 1
             d["leads"].append(e["failure_step"] - a)
-    return {r: {"caught": U.rate(d["caught"], d["n"]), "median_lead": float(np.median(d["leads"])) if d["leads"] else None}
-            for r, d in out.items()}
+    res = {}
+    for r, d in sorted(out.items()):
+        auroc = None
+        if len(d["idx"]) >= min_class and succ.sum() >= min_class:
+            keep = succ.copy()
+            keep[d["idx"]] = True
+            auroc = U.auroc(scores[keep], ~succ[keep])
+        res[r] = {"caught": U.rate(d["caught"], len(d["idx"])), "auroc_vs_successes": auroc,
+                  "median_lead": float(np.median(d["leads"])) if d["leads"] else None,
+                  "median_failure_step": float(np.median([eps[k]["failure_step"] for k in d["idx"]]))}
+    return res
 
 
 def noise_floor(scorer: Scorer, scored: list[dict], n_episodes: int) -> dict:
@@ -415,8 +435,9 @@ def write_html(path: Path, cal: dict, metrics: dict, command: str) -> None:
             h.append(f"<p>Time-matched AUROC of {cal['score']} (episodes still running at step t): " + ", ".join(
                 f"t={r['step']}: {_fmt(r['estimate'], 2)} ({r['n_pos']}/{r['n_neg']})" for r in prim["time_matched"]) + "</p>")
         if prim.get("by_failure_type"):
-            h.append("<p>Caught by failure type: " + ", ".join(
-                f"{html.escape(r)} {d['caught']['k']}/{d['caught']['n']}" for r, d in prim["by_failure_type"].items()) + "</p>")
+            h.append("<p>Caught by failure type (alarms / failures, AUROC vs successes, median lead): " + ", ".join(
+                f"{html.escape(r)} {d['caught']['k']}/{d['caught']['n']}, {_fmt(d['auroc_vs_successes'])}, {_fmt(d['median_lead'], 0)}"
+                for r, d in prim["by_failure_type"].items()) + "</p>")
     g = metrics.get("goals", {})
     if g.get("evaluated"):
         h.append(f"<h2>Goals on {g['target']}</h2><p>Met by any score: <b>{g['any_met']}</b></p><table>"

@@ -161,3 +161,25 @@ def test_the_suite_episode_info_keeps_the_first_failure_event():
     (ep,) = run_batch([envs.make(ENV_ID)], ok[0], task_ok)
     assert ep.info["success"] and "failure_event" not in ep.info
     assert object_spec(eps[0].info["failure_event"]["item"])  # a catalogue object name
+
+
+def test_uncertainty_breaks_failures_down_by_event_type_and_times_leads_to_the_event():
+    from realgap.evaluation import uncertainty_run as R
+
+    def ep(success, length, alarm_score, event=None):
+        info = {"success": success, "termination_reason": "success" if success else "timeout", "length": length}
+        if event:
+            info["failure_event"] = {"type": event[0], "step": event[1], "item": "red block"}
+        return {"info": info, "length": length, "failure_step": R._failure_step(info, length)}, alarm_score
+
+    rows = [ep(True, 40, 0.1 * k) for k in range(6)]  # successes score 0.0..0.5
+    rows += [ep(False, 100, 0.9, ("knocked_over", 30)) for _ in range(5)]  # each outscores every success
+    rows += [ep(False, 100, 0.25, ("dropped", 60)), ep(False, 100, 0.05)]  # no event: a timeout at its end
+    eps, scores = [r[0] for r in rows], np.array([r[1] for r in rows])
+    alarms = [20 if s > 0.7 else None for s in scores]
+    out = R._breakdown(eps, alarms, scores, min_class=5)
+    assert set(out) == {"knocked_over", "dropped", "timeout"}
+    assert out["knocked_over"]["caught"]["k"] == 5 and out["knocked_over"]["auroc_vs_successes"] == 1.0
+    assert out["knocked_over"]["median_lead"] == 10.0  # event at 30, alarm at 20 (not 100 - 20)
+    assert out["dropped"]["caught"]["k"] == 0 and out["dropped"]["auroc_vs_successes"] is None  # 1 < min_class
+    assert out["timeout"]["median_failure_step"] == 100.0
