@@ -383,18 +383,19 @@ class PlaceInReceptacleEnv(gym.Env):
         d, task, ref = self.data, self.task, self._event_ref
         t = OBJECT_NAMES.index(task.target_object)
         event = lambda kind, i: {"type": kind, "step": int(self._steps), "item": OBJECT_NAMES[i]}  # noqa: E731
-        target_in = self._receptacle_holding(t)
         for i in ref["upright"]:
-            if d.xmat[self._obj_body[i]][8] < KNOCKED_TILT_COS and not (i == t and target_in == task.target_receptacle):
+            if d.xmat[self._obj_body[i]][8] < KNOCKED_TILT_COS and not (
+                    i == t and self._receptacle_holding(t) == task.target_receptacle):
                 return event("knocked_over", i)
         if d.xpos[self._obj_body[t], 2] > ref["target_z"] + DROP_LIFT:
             ref["lifted"] = True
         v = self._obj_vadr[t]
-        if np.linalg.norm(d.qvel[v : v + 3]) < RESTING_SPEED and not self._touches_gripper(self._obj_geom[t]):
-            if target_in is not None and target_in != task.target_receptacle:
-                return event("wrong_receptacle", t)
-            if target_in is None and ref["lifted"]:
-                return event("dropped", t)
+        if np.linalg.norm(d.qvel[v : v + 3]) < RESTING_SPEED:
+            target_in = self._receptacle_holding(t)
+            kind = "dropped" if target_in is None and ref["lifted"] else (
+                "wrong_receptacle" if target_in not in (None, task.target_receptacle) else None)
+            if kind and not self._touches_gripper(self._obj_geom[t]):  # the costly check last: released
+                return event(kind, t)
         for i, xy in ref["xy"].items():
             if i != t and np.hypot(*(d.xpos[self._obj_body[i], :2] - xy)) > DISTRACTOR_SHIFT:
                 return event("distractor_moved", i)
