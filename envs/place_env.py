@@ -382,7 +382,10 @@ class PlaceInReceptacleEnv(gym.Env):
         """The failure event visible in the current state, if any (read-only; see the module docstring)."""
         d, task, ref = self.data, self.task, self._event_ref
         t = OBJECT_NAMES.index(task.target_object)
-        event = lambda kind, i: {"type": kind, "step": int(self._steps), "item": OBJECT_NAMES[i]}  # noqa: E731
+
+        def event(kind: str, i: int) -> dict:
+            return {"type": kind, "step": int(self._steps), "item": OBJECT_NAMES[i]}
+
         for i in ref["upright"]:
             if d.xmat[self._obj_body[i]][8] < KNOCKED_TILT_COS and not (
                     i == t and self._receptacle_holding(t) == task.target_receptacle):

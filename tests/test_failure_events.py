@@ -90,7 +90,7 @@ class _Misdirected(ScriptedExpert):
 
     @staticmethod
     def _swap(o):
-        obj, rec = parse_instruction(str(o["instruction"]))
+        _, rec = parse_instruction(str(o["instruction"]))
         rows = np.asarray(o["object_state"]).reshape(-1, OBJECT_ROW)
         other = next(r for r in RECEPTACLE_NAMES if r != rec and rows[ITEM_NAMES.index(r), 0] > 0)
         return {**o, "instruction": str(o["instruction"]).replace(rec, other)}
