@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -32,8 +31,9 @@ import numpy as np
 
 from realgap.errors import RealgapError
 
-from .grounding import (CATEGORIES, MOVED, REACH, SAME_PATH, SWAP_VARIANTS, percent_text, episode_records,
+from .grounding import (CATEGORIES, MOVED, REACH, SAME_PATH, SWAP_VARIANTS, episode_records, percent_text,
                         summarize)
+from .report import _png, _table  # the reports' shared PNG/HTML helpers
 
 TESTS = ("swap", "counterfactual", "robustness")
 REPORT_DEFAULTS = {"fps": 10, "videos": 8, "paths_per_variant": 2, "bootstrap_n": 10_000, "bootstrap_seed": 0}
@@ -163,15 +163,6 @@ def check_reads_instruction(suite: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------- report
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def rates_plot(summary: dict) -> str:
     import matplotlib
 
@@ -247,12 +238,6 @@ def pick_videos(records: list[dict], conds: list[str], limit: int) -> list[dict]
     # variants that test grounding first, then the rest
     chosen.sort(key=lambda r: (r["condition"] not in MOVED, conds.index(r["condition"])))
     return chosen[:limit]
-
-
-def _table(headers: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _video_tag(v: dict, label: str) -> str:
