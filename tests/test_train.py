@@ -92,13 +92,14 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_device_auto_picks_cpu_here_and_cuda_without_a_gpu_is_one_line_error(store, tmp_path):
+def test_device_auto_picks_cpu_without_a_gpu_and_cuda_without_a_gpu_is_one_line_error(store, tmp_path, monkeypatch):
     import torch
 
     from realgap.policies.train import resolve_device
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible: auto would pick cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what a GPU machine reports
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same test on any machine
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(RealgapError, match="train.device: cuda requested but no CUDA GPU") as e:
         main(train_cfg(store, tmp_path / "out", device="cuda"))
