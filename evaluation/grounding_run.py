@@ -20,7 +20,6 @@ variants, runs them through the suite and writes the HTML/JSON/CSV report.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
@@ -33,7 +32,7 @@ from realgap.errors import RealgapError
 
 from .grounding import (CATEGORIES, MOVED, REACH, SAME_PATH, SWAP_VARIANTS, episode_records, percent_text,
                         summarize)
-from .report import _png, _table  # the reports' shared PNG/HTML helpers
+from .report import _png, _table, _video_figure  # the reports' shared PNG/HTML helpers
 
 TESTS = ("swap", "counterfactual", "robustness")
 REPORT_DEFAULTS = {"fps": 10, "videos": 8, "paths_per_variant": 2, "bootstrap_n": 10_000, "bootstrap_seed": 0}
@@ -241,13 +240,7 @@ def pick_videos(records: list[dict], conds: list[str], limit: int) -> list[dict]
 
 
 def _video_tag(v: dict, label: str) -> str:
-    playable = v["mp4"] if v["codec"] == "avc1" else v["webm"]
-    if playable is None:
-        return f"<figure><figcaption>{html.escape(label)} (no playable codec)</figcaption></figure>"
-    mime = "video/mp4" if str(playable).endswith(".mp4") else "video/webm"
-    data = base64.b64encode(Path(playable).read_bytes()).decode()
-    return (f'<figure><video controls loop muted width="192" src="data:{mime};base64,{data}"></video>'
-            f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    return _video_figure(v, html.escape(label), f"{html.escape(label)} (no playable codec)")
 
 
 def write_html(path: Path, meta: dict, summary: dict, images: dict, videos: list[tuple[dict, str]]) -> None:

@@ -269,16 +269,22 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _video_tag(v: dict, report_dir: Path) -> str:
+def _video_figure(v: dict, caption: str, caption_without_video: str) -> str:
+    """A video written by ``write_videos`` embedded in a figure (captions are HTML); without a playable codec,
+    the second caption alone."""
     playable = v["mp4"] if v["codec"] == "avc1" else v["webm"]
-    label = html.escape(f"{v['condition']} seed {v['seed']}: {v['outcome']}")
-    link = f'<a href="{html.escape(str(Path(v["mp4"]).relative_to(report_dir)))}">mp4</a>'
     if playable is None:
-        return f"<figure><figcaption>{label} ({link}, {v['codec']})</figcaption></figure>"
+        return f"<figure><figcaption>{caption_without_video}</figcaption></figure>"
     mime = "video/mp4" if str(playable).endswith(".mp4") else "video/webm"
     data = base64.b64encode(Path(playable).read_bytes()).decode()
     return (f'<figure><video controls loop muted width="192" src="data:{mime};base64,{data}"></video>'
-            f"<figcaption>{label} ({link})</figcaption></figure>")
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _video_tag(v: dict, report_dir: Path) -> str:
+    label = html.escape(f"{v['condition']} seed {v['seed']}: {v['outcome']}")
+    link = f'<a href="{html.escape(str(Path(v["mp4"]).relative_to(report_dir)))}">mp4</a>'
+    return _video_figure(v, f"{label} ({link})", f"{label} ({link}, {v['codec']})")
 
 
 def write_html(path: Path, summary: dict, images: dict[str, str], videos: list[dict]) -> None:
