@@ -96,19 +96,10 @@ def physics(n_steps: int, rounds: int = 3) -> None:
           f"a reset every {EPISODE_LEN} steps, {rounds} rounds)")
 
 
-EMPTY_SCENE = """
-<mujoco model="empty">
-  <visual>
-    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="4"/>
-    <global offwidth="{size}" offheight="{size}"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>
-  </visual>
-  <worldbody>
-    <light name="main" pos="0.3 -0.4 1.2" dir="-0.25 0.35 -1" diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>
-    <camera name="front" pos="0 -0.52 0.46" xyaxes="{xyaxes}" fovy="50"/>
-  </worldbody>
-</mujoco>
-"""
+def empty_scene(size: int) -> str:
+    """The floor: realgap's render settings, light and front camera, and nothing to draw."""
+    return (f'<mujoco model="empty">{S.visual_xml(size)}<worldbody>{S.MAIN_LIGHT}{S.front_camera_xml()}'
+            "</worldbody></mujoco>")
 
 
 def _renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
@@ -125,7 +116,7 @@ def render(size: int, seconds: float, rounds: int = 3) -> None:
     u = env.unwrapped
     u._render("front", size)  # the env's own renderer, created outside the timing
     scene_r = u._claim(size)  # the renderer the env draws with
-    empty_m = mujoco.MjModel.from_xml_string(EMPTY_SCENE.format(size=size, xyaxes=S._look_at((0.0, -0.52, 0.46), (0.0, 0.04, 0.0))))
+    empty_m = mujoco.MjModel.from_xml_string(empty_scene(size))
     empty_d = mujoco.MjData(empty_m)
     mujoco.mj_forward(empty_m, empty_d)
     empty_r = _renderer(empty_m, size)

@@ -126,9 +126,26 @@ def pin_at_centre_of_mass(model) -> None:
         model.eq_data[i, 3:6] = model.body_pos[body] + model.body_ipos[body]
 
 
+FRONT_CAMERA = ((0.0, -0.52, 0.46), (0.0, 0.04, 0.0))  # position, the point it looks at
+MAIN_LIGHT = '<light name="main" pos="0.3 -0.4 1.2" dir="-0.25 0.35 -1" diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>'
+
+
+def visual_xml(offscreen_size: int) -> str:
+    """The render settings (no shadows, no multisampling, coarse meshes); benchmarks reuse them for a floor scene."""
+    return f"""<visual>
+    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="4"/>
+    <global offwidth="{offscreen_size}" offheight="{offscreen_size}"/>
+    <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>
+  </visual>"""
+
+
+def front_camera_xml() -> str:
+    front_pos, front_target = FRONT_CAMERA
+    return f'<camera name="front" pos="{_fmt(front_pos)}" xyaxes="{_look_at(front_pos, front_target)}" fovy="50"/>'
+
+
 def build_mjcf(offscreen_size: int = 96) -> str:
     """The whole scene as an MJCF string; ``offscreen_size`` sizes the offscreen buffer to the images."""
-    front_pos, front_target = (0.0, -0.52, 0.46), (0.0, 0.04, 0.0)
     wrist_pos, wrist_target = (-0.09, 0.0, 0.07), (0.0, 0.0, -0.04)
     objects = "".join(_object_body(s, i) for i, s in enumerate(OBJECTS))
     receptacles = "".join(_receptacle_body(s, i) for i, s in enumerate(RECEPTACLES))
@@ -141,11 +158,7 @@ def build_mjcf(offscreen_size: int = 96) -> str:
 <mujoco model="realgap_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="10"/>
-  <visual>
-    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="4"/>
-    <global offwidth="{offscreen_size}" offheight="{offscreen_size}"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>
-  </visual>
+  {visual_xml(offscreen_size)}
   <default>
     <geom solref="0.01 1" solimp="0.95 0.99 0.001" />
     <default class="object"><geom contype="2" conaffinity="3" condim="4" friction="1.0 0.01 0.0005"/></default>
@@ -160,9 +173,9 @@ def build_mjcf(offscreen_size: int = 96) -> str:
   </asset>
   <worldbody>
     <!-- plane size[2] is the render grid spacing: a coarse grid keeps software rendering fast -->
-    <light name="main" pos="0.3 -0.4 1.2" dir="-0.25 0.35 -1" diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>
+    {MAIN_LIGHT}
     <geom name="table" type="plane" size="0.4 0.35 0.2" material="table" contype="1" conaffinity="0" condim="3" friction="0.8 0.005 0.0001"/>
-    <camera name="front" pos="{_fmt(front_pos)}" xyaxes="{_look_at(front_pos, front_target)}" fovy="50"/>
+    {front_camera_xml()}
     <body name="gantry_x">
       <inertial pos="0 0 0" mass="0.05" diaginertia="1e-4 1e-4 1e-4"/>
       <joint name="ee_x" type="slide" axis="1 0 0" range="{lo[0] - 0.02:.3f} {hi[0] + 0.02:.3f}" damping="40" armature="0.01"/>
