@@ -24,7 +24,7 @@ from realgap.data.tokenizer import WordTokenizer
 from realgap.errors import RealgapError
 from realgap.policies.networks import (ConditionalUnet1D, FiLMImageEncoder, ImageEncoder, InstructionEncoder,
                                        PositionalInstructionEncoder, RowAttention, StateEncoder, TransformerDenoiser,
-                                       named_row_weights)
+                                       UnetSampler, named_row_weights)
 from realgap.seeding import derive_seed
 
 DEFAULTS: dict[str, Any] = {
@@ -429,11 +429,12 @@ class DiffusionPolicy(nn.Module):
                 per_obs = [self.denoiser.films(ts, c) for c in conds]  # b x blocks x (T, 1, 2C)
                 films = [torch.cat([p[j] for p in per_obs], dim=1) for j in range(len(per_obs[0]))]
                 films = [f.repeat_interleave(k, dim=1) if k > 1 else f for f in films]  # (T, B*K, 2C)
+                sampler = UnetSampler(self.denoiser)
             else:
                 cond = torch.cat(conds).repeat_interleave(k, dim=0)
             for i, (t, *coefs) in enumerate(table):
                 if unet:
-                    eps = self.denoiser(x, None, None, films=[f[i] for f in films])
+                    eps = self.denoiser(x, None, None, films=[f[i] for f in films], sampler=sampler)
                 else:
                     eps = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
                 x = self.ddim_step(x, eps, coefs)

@@ -278,8 +278,11 @@ class ConditionalUnet1D(nn.Module):
         c = torch.cat([s.unsqueeze(1).expand(-1, cond.shape[0], -1), cond.unsqueeze(0).expand(len(t), -1, -1)], dim=-1)
         return [blk.film(c) for blk in self.film_blocks]
 
-    def forward(self, x, t, cond, films=None):
-        """``films``: precomputed per-block FiLM outputs for this step ((N, 2C) each); then t/cond are unused."""
+    def forward(self, x, t, cond, films=None, sampler: UnetSampler | None = None):
+        """``films``: precomputed per-block FiLM outputs for this step ((N, 2C) each); then t/cond are unused.
+        ``sampler``: run the inference-only time-major path (``UnetSampler``) with those films."""
+        if sampler is not None:
+            return sampler(x, films)
         c = torch.cat([self.step_emb(t), cond], dim=-1) if films is None else None
         f = iter(films) if films is not None else None
         nxt = (lambda: next(f)) if f is not None else (lambda: None)  # noqa: E731
@@ -298,6 +301,158 @@ class ConditionalUnet1D(nn.Module):
             h = conv1d(up, b2(h, c, nxt()))
         block, out = self.final
         return conv1d(out, block(h)).transpose(1, 2)
+
+
+class UnetSampler:
+    """Inference-only forward of a ConditionalUnet1D for DDIM sampling (one instance per sampling call).
+
+    Same function as the module path up to float32 rounding, built so that the work that grows with the
+    number of chunks is the GEMMs alone (see README "Sampling cost"):
+    - activations are time-major (N, T, C), the layout a conv-as-GEMM produces, so nothing is transposed;
+      each lives in a zero-padded buffer (allocated on the first step, reused by the others) that the op
+      producing it writes into, so im2col is one strided copy and no pad/cat copies are made;
+    - GroupNorm runs on a channels-last view (no copy) with negated affine parameters, and Mish is
+      rebuilt from one sigmoid: for z = -y, mish(y) = z - 2z / (1 + sigmoid(z)^2), since
+      tanh(softplus(y)) = (1 - w) / (1 + w) with w = sigmoid(-y)^2. torch's own mish (exp, log1p, tanh)
+      cost ~4x the whole GroupNorm at 8 chunks;
+    - the stride-2 transposed conv is two phase convs (even / odd outputs) in one GEMM, whose output
+      rows are already the upsampled sequence;
+    - a chunk's result does not depend on the others in the call: every op is per sample or a GEMM row
+      (with >= 4 rows, see ``_gemm_conv``); tests/test_policy.py checks bit-exactness across (B, K).
+    """
+
+    def __init__(self, unet: ConditionalUnet1D):
+        self.unet = unet
+        self.pad = max(unet.final[0].block[0].kernel_size[0] // 2, 1)  # 1 for the stride-2 / transposed convs
+        self.one = torch.ones((), dtype=unet.final[1].weight.dtype, device=unet.final[1].weight.device)
+        self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    # ---- prepared weights
+    def _conv_weight(self, m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W (k*C_in, C_out) tap-major, bias) for cols whose row is [x[t-p], ..., x[t+p]]."""
+        if id(m) not in self._weights:
+            w = m.weight.detach()
+            if isinstance(m, nn.ConvTranspose1d):
+                # (C_in, C_out, 4), stride 2, padding 1: out[2i] = x[i] W1 + x[i-1] W3, out[2i+1] = x[i+1] W0 + x[i] W2;
+                # over the window [x[i-1], x[i], x[i+1]] the even and odd outputs are two halves of one GEMM
+                if m.kernel_size != (4,) or m.stride != (2,) or m.padding != (1,) or m.output_padding != (0,):
+                    raise NotImplementedError("UnetSampler: only ConvTranspose1d(c, c, 4, 2, 1)")
+                z = torch.zeros_like(w[:, :, 0])
+                even = torch.cat([w[:, :, 3], w[:, :, 1], z])
+                odd = torch.cat([z, w[:, :, 2], w[:, :, 0]])
+                self._weights[id(m)] = (torch.cat([even, odd], dim=1).contiguous(), torch.cat([m.bias, m.bias]).detach())
+            else:
+                c_out, c_in, k = w.shape
+                self._weights[id(m)] = (w.permute(2, 1, 0).reshape(k * c_in, c_out).contiguous(), m.bias.detach())
+        return self._weights[id(m)]
+
+    def _norm_weight(self, gn: nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
+        if id(gn) not in self._weights:
+            self._weights[id(gn)] = (-gn.weight.detach(), -gn.bias.detach())
+        return self._weights[id(gn)]
+
+    # ---- buffers: (N, T + 2 pad, C), the pad rows stay zero
+    def _buf(self, name: str, n: int, t: int, c: int) -> torch.Tensor:
+        b = self._bufs.get(name)
+        if b is None or b.shape != (n, t + 2 * self.pad, c):
+            b = self._bufs[name] = self.one.new_zeros(n, t + 2 * self.pad, c)
+        return b
+
+    def _inner(self, b: torch.Tensor) -> torch.Tensor:
+        return b[:, self.pad: b.shape[1] - self.pad]
+
+    # ---- ops
+    @staticmethod
+    def _mm(bias: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        rows = a.shape[0]
+        if rows < 4:  # tiny GEMMs take another kernel path (see _gemm_conv)
+            return torch.addmm(bias, torch.cat([a, a.new_zeros(4 - rows, a.shape[1])]), w)[:rows]
+        return torch.addmm(bias, a, w)
+
+    def _conv(self, m: nn.Module, b: torch.Tensor, stride: int = 1) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Conv over the padded buffer ``b``: (output (N*T_out, C_out), cols, T_out)."""
+        transposed = isinstance(m, nn.ConvTranspose1d)
+        k = 3 if transposed else m.kernel_size[0]
+        p = 1 if transposed else m.padding[0]
+        n, tp, c = b.shape
+        t_out = (tp - 2 * self.pad + 2 * p - k) // stride + 1
+        cols = b.as_strided((n, t_out, k, c), (tp * c, stride * c, c, 1), b.storage_offset() + (self.pad - p) * c)
+        cols = cols.reshape(n * t_out, k * c)  # the one copy: overlapping windows
+        w, bias = self._conv_weight(m)
+        return self._mm(bias, cols, w), cols, t_out
+
+    def _norm_mish(self, y: torch.Tensor, gn: nn.GroupNorm, n: int, t: int) -> torch.Tensor:
+        """mish(GroupNorm(y)) for y (N*T, C) time-major -> (N, T, C)."""
+        w, b = self._norm_weight(gn)
+        z = F.group_norm(y.view(n, t, -1).permute(0, 2, 1).unsqueeze(2), gn.num_groups, w, b, gn.eps)  # = -GN(y)
+        z = z.squeeze(2).permute(0, 2, 1)
+        s = torch.sigmoid(z)
+        return torch.addcdiv(z, z, torch.addcmul(self.one, s, s, out=s), value=-2.0)
+
+    def _res_block(self, blk: FiLMResBlock, name: str, b_in: torch.Tensor, film: torch.Tensor, out: torch.Tensor):
+        """FiLMResBlock from the padded buffer ``b_in``; writes its output into ``out`` (a buffer's inside)."""
+        (conv1, gn1, _), (conv2, gn2, _) = blk.block1.block, blk.block2.block
+        n, c_in = b_in.shape[0], b_in.shape[2]
+        y, cols, t = self._conv(conv1, b_in)
+        h = self._norm_mish(y, gn1, n, t)
+        c = h.shape[2]
+        mid = self._buf(name, n, t, c)
+        torch.addcmul(film[:, None, c:], film[:, None, :c], h, out=self._inner(mid))  # FiLM: scale * h + bias
+        y, _, _ = self._conv(conv2, mid)
+        h = self._norm_mish(y, gn2, n, t)
+        if isinstance(blk.skip, nn.Identity):
+            skip = self._inner(b_in)
+        else:  # the 1x1 skip conv reads the centre tap of conv1's cols (a strided view, no copy)
+            k = conv1.kernel_size[0]
+            w, bias = self._conv_weight(blk.skip)
+            skip = self._mm(bias, cols.view(n * t, k, c_in)[:, k // 2], w).view(n, t, c)
+        torch.add(h, skip, out=out)
+
+    def __call__(self, x: torch.Tensor, films: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: noisy chunks (N, H, A); films: this step's per-block FiLM outputs ((N, 2C) each) -> eps (N, H, A)."""
+        u, f = self.unet, iter(films)
+        n, t, a = x.shape
+        b = self._buf("in", n, t, a)
+        self._inner(b).copy_(x)
+        skips = []
+        for i, (b1, b2, down) in enumerate(u.down):
+            c = b1.block1.block[0].out_channels
+            o1, o2 = self._buf(f"down{i}.1", n, t, c), self._buf(f"down{i}.2", n, t, c)
+            self._res_block(b1, f"down{i}.1.mid", b, next(f), self._inner(o1))
+            self._res_block(b2, f"down{i}.2.mid", o1, next(f), self._inner(o2))
+            skips.append(o2)
+            b = o2
+            if not isinstance(down, nn.Identity):
+                y, _, t = self._conv(down, o2, stride=2)
+                b = self._buf(f"down{i}.out", n, t, c)
+                self._inner(b).copy_(y.view(n, t, c))
+        for j, m in enumerate(u.mid):
+            c = m.block1.block[0].out_channels
+            if j == len(u.mid) - 1 and len(u.up):  # written straight into the first half of the up level's concat
+                o = self._buf("up0.in", n, t, c + skips[-1].shape[2])
+                self._res_block(m, f"mid{j}.mid", b, next(f), self._inner(o)[..., :c])
+            else:
+                o = self._buf(f"mid{j}", n, t, c)
+                self._res_block(m, f"mid{j}.mid", b, next(f), self._inner(o))
+            b = o
+        for i, (b1, b2, up) in enumerate(u.up):
+            skip = skips.pop()
+            self._inner(b)[..., b.shape[2] - skip.shape[2]:].copy_(self._inner(skip))  # torch.cat([h, skip], channels)
+            c = b1.block1.block[0].out_channels
+            o1, o2 = self._buf(f"up{i}.1", n, t, c), self._buf(f"up{i}.2", n, t, c)
+            self._res_block(b1, f"up{i}.1.mid", b, next(f), self._inner(o1))
+            self._res_block(b2, f"up{i}.2.mid", o1, next(f), self._inner(o2))
+            y, _, t = self._conv(up, o2)  # (N*T, 2C): even and odd outputs = (N, 2T, C)
+            t *= 2
+            extra = skips[-1].shape[2] if i + 1 < len(u.up) else 0
+            b = self._buf(f"up{i + 1}.in" if extra else "final.in", n, t, c + extra)
+            self._inner(b)[..., :c].copy_(y.view(n, t, c))
+        block, out = u.final
+        y, _, t = self._conv(block.block[0], b)
+        h = self._norm_mish(y, block.block[1], n, t)
+        w, bias = self._conv_weight(out)
+        return self._mm(bias, h.reshape(n * t, -1), w).view(n, t, -1)
 
 
 class TransformerDenoiser(nn.Module):

@@ -327,3 +327,80 @@ def test_loading_a_checkpoint_for_sampling_does_not_import_diffusers():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# --- sampling: the time-major UnetSampler (policies/networks.py) ------------------------------------------
+
+def _randomize_norms(module, seed=0):
+    """GroupNorm affine parameters away from (1, 0), so a sign slip in the sampler's negated affine shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.copy_(1 + 0.5 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=g))
+
+
+@pytest.mark.parametrize("down_dims,kernel,horizon", [([16, 32], 3, 16), ([16, 32, 64], 5, 16), ([8, 16, 32], 3, 8)])
+def test_unet_sampler_equals_the_module_path(dataset, down_dims, kernel, horizon):
+    """One denoising step of the time-major sampler against torch's own Conv1d / ConvTranspose1d /
+    GroupNorm / Mish modules (no_grad = the module path), for 1 and 5 chunks: equal to float32 rounding."""
+    from realgap.policies.networks import UnetSampler
+
+    p = make_policy(dataset, down_dims=down_dims, kernel_size=kernel, horizon=horizon, n_action_steps=4)
+    _randomize_norms(p.denoiser)
+    g = torch.Generator().manual_seed(1)
+    for n in (1, 5):
+        x = torch.randn(n, horizon, 4, generator=g) * 2
+        cond_dim = p.denoiser.film_blocks[0].film[1].in_features - p.config["step_embed_dim"]
+        t, cond = torch.randint(0, 100, (n,), generator=g), torch.randn(n, cond_dim, generator=g)
+        with torch.no_grad():
+            ref = p.denoiser(x, t, cond)
+        with torch.inference_mode():  # each chunk's FiLM at its own step
+            films = [torch.stack([p.denoiser.films(t[i:i + 1], cond[i:i + 1])[j][0, 0] for i in range(n)])
+                     for j in range(len(p.denoiser.film_blocks))]
+            got = p.denoiser(x, None, None, films=films, sampler=UnetSampler(p.denoiser))
+        assert got.shape == ref.shape == (n, horizon, 4)
+        torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-5)
+        assert not torch.allclose(got, ref * 1.001, atol=0, rtol=1e-6)  # the check above is not vacuous
+
+
+def test_sampler_mish_matches_torch_mish_over_the_whole_range():
+    """mish(y) = z - 2z / (1 + sigmoid(z)^2) at z = -y, computed behind a GroupNorm with negated affine."""
+    from realgap.policies.networks import UnetSampler
+
+    gn = torch.nn.GroupNorm(2, 4)
+    with torch.no_grad():
+        gn.weight.copy_(torch.tensor([30.0, 1.0, 0.01, 80.0]))
+        gn.bias.copy_(torch.tensor([-5.0, 0.3, 0.0, 20.0]))
+    y = torch.randn(3 * 16, 4, generator=torch.Generator().manual_seed(0)) * 3  # (N * T, C) time-major
+    sampler = UnetSampler.__new__(UnetSampler)
+    sampler._weights, sampler.one = {}, torch.ones(())
+    with torch.inference_mode():
+        got = sampler._norm_mish(y, gn, 3, 16)
+        want = torch.nn.functional.mish(gn(y.view(3, 16, 4).transpose(1, 2))).transpose(1, 2)
+    assert want.min() < -0.3 and want.max() > 100  # both tails and the dip are exercised
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["state_policy", "image_policy_small"])
+def test_shipped_checkpoints_sample_as_with_the_module_path(name, monkeypatch):
+    """The shipped checkpoints load unchanged; their chunks through the sampler equal the previous sampling
+    path (conv modules as GEMMs, NCT layout) to 1e-5 in action units at K = 8 (measured: ~1e-6), and sample
+    0 of a K = 8 call is bit-identical to a K = 1 call."""
+    from pathlib import Path
+
+    import realgap
+    from realgap.policies import diffusion
+
+    p = load_diffusion(Path(realgap.__file__).parent / "checkpoints" / name)
+    rng = np.random.default_rng(0)
+    obs = {k: rng.normal(0, 0.2, (2, p.n_obs_steps, *p.shapes[k])).astype(np.float32) for k in p.state_keys}
+    obs |= {k: rng.integers(0, 255, (2, p.n_obs_steps, *p.shapes[k]), dtype=np.uint8) for k in p.image_keys}
+    obs["instruction"] = ["place the red block in the yellow rack", "place the blue cup in the green bin"]
+    new = p.sample_chunks(obs, 8, seed=[3, 4])
+    one = p.sample_chunks({k: v[1:] for k, v in obs.items()}, 1, seed=[4])
+    assert np.array_equal(one[0, 0], new[1, 0])
+    monkeypatch.setattr(diffusion, "UnetSampler", lambda unet: None)  # the previous path
+    old = p.sample_chunks(obs, 8, seed=[3, 4])
+    assert 0 < np.abs(new - old).max() <= 1e-5
