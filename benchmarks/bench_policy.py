@@ -1,10 +1,11 @@
 """Inference cost of one replan (sample_chunks) at K = 1, 8, 32 samples for one observation.
 
-    python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 1] [--repeats 20]
+    python benchmarks/bench_policy.py [--checkpoint DIR [DIR ...]] [--threads 1] [--repeats 30]
 
 Without a checkpoint it builds the default state policy (conf/policy/diffusion_state_oracle.yaml) with random
-weights and a synthetic observation: cost depends on the architecture only. Targets (state policy, one
-core): K=1 <= 12 ms per replan and K=8 <= 1.5x K=1; K values are timed interleaved in one run.
+weights and a synthetic observation: cost depends on the architecture only. Targets (one core): K=1 <= 12 ms
+per replan (state policy) and K=8 <= 1.5x K=1. Every (checkpoint, K) pair is timed interleaved in one run,
+so a change in machine load hits them all alike; the same thread count is used for every K.
 """
 
 from __future__ import annotations
@@ -46,35 +47,39 @@ def synthetic_obs(policy: DiffusionPolicy) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--checkpoint", nargs="*", default=None, help="one or more checkpoint folders, timed in one run")
     ap.add_argument("--policy", default="diffusion_state", help="config when no checkpoint is given")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--ks", default="1,8,32", help="numbers of samples per replan; the first is the reference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    policy = load_diffusion(args.checkpoint) if args.checkpoint else default_policy(args.policy)
-    obs = synthetic_obs(policy)
-    steps = policy.config["num_inference_steps"]
+    names = args.checkpoint or [args.policy]
+    policies = [load_diffusion(c) for c in args.checkpoint] if args.checkpoint else [default_policy(args.policy)]
+    obs = [synthetic_obs(p) for p in policies]
     ks = [int(k) for k in args.ks.split(",")]
-    print(f"policy: {args.checkpoint or args.policy}, {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M params, "
-          f"{steps} DDIM steps, horizon {policy.horizon}, torch threads {args.threads}, load avg {os.getloadavg()[0]:.1f}")
-    for k in ks:
-        policy.sample_chunks(obs, k, seed=0)  # warm-up
-    times: dict[int, list[float]] = {k: [] for k in ks}
-    for r in range(args.repeats):  # interleaved, so a change in machine load hits every K alike
+    print(f"torch threads {args.threads}, load avg {os.getloadavg()[0]:.1f} (start)")
+    for p, o in zip(policies, obs):
         for k in ks:
-            t0 = time.perf_counter()
-            policy.sample_chunks(obs, k, seed=r)
-            times[k].append(time.perf_counter() - t0)
-    base = 1000 * float(np.median(times[ks[0]]))
-    for k in ks:
-        ms = 1000 * float(np.median(times[k]))
-        print(f"K={k:3d}: {ms:7.2f} ms per replan (median of {args.repeats}), {ms / k:6.2f} ms per chunk, {ms / base:4.2f}x K={ks[0]}")
-    if 1 in ks and 8 in ks:
-        k1, k8 = 1000 * float(np.median(times[1])), 1000 * float(np.median(times[8]))
-        print(f"targets: K=1 {k1:.1f} ms (<= 12 ms: {'met' if k1 <= 12 else 'NOT met'}); "
-              f"K=8 / K=1 = {k8 / k1:.2f} (<= 1.5: {'met' if k8 / k1 <= 1.5 else 'NOT met'})")
+            p.sample_chunks(o, k, seed=0)  # warm-up
+    times: dict[tuple[int, int], list[float]] = {(i, k): [] for i in range(len(policies)) for k in ks}
+    for r in range(args.repeats):  # interleaved, so a change in machine load hits every policy and K alike
+        for i, (p, o) in enumerate(zip(policies, obs)):
+            for k in ks:
+                t0 = time.perf_counter()
+                p.sample_chunks(o, k, seed=r)
+                times[(i, k)].append(time.perf_counter() - t0)
+    for i, (name, p) in enumerate(zip(names, policies)):
+        print(f"policy: {name}, {sum(q.numel() for q in p.parameters()) / 1e6:.2f}M params, "
+              f"{p.config['num_inference_steps']} DDIM steps, horizon {p.horizon}")
+        med = {k: 1000 * float(np.median(times[(i, k)])) for k in ks}
+        for k in ks:
+            print(f"  K={k:3d}: {med[k]:7.2f} ms per replan (median of {args.repeats}), {med[k] / k:6.2f} ms per chunk, "
+                  f"{med[k] / med[ks[0]]:4.2f}x K={ks[0]}")
+        if 1 in ks and 8 in ks:
+            print(f"  targets: K=1 {med[1]:.1f} ms (<= 12 ms: {'met' if med[1] <= 12 else 'NOT met'}); "
+                  f"K=8 / K=1 = {med[8] / med[1]:.2f} (<= 1.5: {'met' if med[8] / med[1] <= 1.5 else 'NOT met'})")
+    print(f"load avg {os.getloadavg()[0]:.1f} (end)")
 
 
 if __name__ == "__main__":
