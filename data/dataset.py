@@ -45,6 +45,7 @@ class DemoDataset:
                 if not np.all(np.isfinite(self.arrays[k])):
                     raise RealgapError(f"{path}: data/{k} contains NaN or inf")
         infos = buf.episode_infos()[:n]
+        self.episode_infos = infos
         self.instructions = [str(i.get("instruction", "")) for i in infos]
         self.tokenizer = tokenizer or WordTokenizer.from_texts(self.instructions, extra_words=catalogue_words())
         self.episode_tokens = self.tokenizer.encode(self.instructions)
@@ -62,6 +63,27 @@ class DemoDataset:
         self.normalizer = Normalizer.fit({k: v[train_steps] for k, v in self.arrays.items() if v.dtype != np.uint8},
                                          noise_std={k: noise for k in self.obs_keys}, rows=presence_rows,
                                          row_kinds=row_kinds)
+
+    def add_pixel_labels(self, image_key: str, label_key: str, row_dim: int, pos_dims: Sequence[int]) -> str:
+        """Privileged *training* labels: where each ``label_key`` row's position falls in ``image_key``'s
+        frames (col, row in pixels), projected with the camera pose each episode was recorded with.
+        Stored as ``pixels:<image_key>`` (N, R, 2) and gathered like an observation key."""
+        from realgap.envs.scene import camera_pose, project_to_image
+
+        camera, size = image_key.removeprefix("image_"), int(self.arrays[image_key].shape[1])
+        rows = self.arrays[label_key].reshape(len(self.arrays[label_key]), -1, int(row_dim))
+        pos = rows[..., list(pos_dims)]
+        out = np.zeros((*pos.shape[:2], 2), np.float32)
+        for e, (a, b) in enumerate(_bounds(self.episode_ends, np.arange(len(self.episode_ends)))):
+            try:
+                cam = camera_pose(camera, self.episode_infos[e].get("dr_params"))
+            except KeyError:
+                raise RealgapError(f"{image_key}: no camera named '{camera}' in the scene") from None
+            out[a:b] = project_to_image(pos[a:b], cam["pos"], cam["quat"], cam["fovy"], size)
+        key = f"pixels:{image_key}"
+        self.arrays[key] = out
+        self.obs_keys.append(key)
+        return key
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}

@@ -218,3 +218,40 @@ def build_mjcf(offscreen_size: int = 96) -> str:
   </actuator>
 </mujoco>
 """
+
+
+def project_to_image(points: np.ndarray, cam_pos, cam_quat, fovy_deg: float, size: int) -> np.ndarray:
+    """Pixel coordinates (col, row), continuous with (0, 0) the image's top-left corner, of world points
+    (..., 3) seen by a worldbody camera (MuJoCo: looks along its -z, y up) of square ``size`` images.
+    Used for the image policy's training labels (where the named items are in the frame)."""
+    import mujoco
+
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, np.asarray(cam_quat, dtype=np.float64))
+    local = (np.asarray(points, dtype=np.float64) - np.asarray(cam_pos)) @ rot.reshape(3, 3)  # R^T (p - c)
+    focal = 0.5 * size / np.tan(np.deg2rad(fovy_deg) / 2.0)
+    depth = np.maximum(-local[..., 2], 1e-6)
+    col = 0.5 * size + focal * local[..., 0] / depth
+    row = 0.5 * size - focal * local[..., 1] / depth
+    return np.stack([col, row], axis=-1)
+
+
+_NOMINAL_CAMERAS: dict = {}
+
+
+def camera_pose(name: str, dr_params: dict | None = None) -> dict:
+    """A camera's {pos, quat, fovy} in an episode: the camera axis's values when it ran (``dr_params``),
+    else the scene's nominal pose."""
+    applied = ((dr_params or {}).get("camera") or {}).get(name)
+    if applied:
+        return applied
+    if name not in _NOMINAL_CAMERAS:
+        import mujoco
+
+        model = mujoco.MjModel.from_xml_string(build_mjcf())
+        i = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+        if i < 0:
+            raise KeyError(name)
+        _NOMINAL_CAMERAS[name] = {"pos": model.cam_pos[i].tolist(), "quat": model.cam_quat[i].tolist(),
+                                  "fovy": float(model.cam_fovy[i])}
+    return _NOMINAL_CAMERAS[name]

@@ -24,7 +24,7 @@ from realgap.data.tokenizer import WordTokenizer
 from realgap.errors import RealgapError
 from realgap.policies.networks import (ConditionalUnet1D, FiLMImageEncoder, ImageEncoder, InstructionEncoder,
                                        PositionalInstructionEncoder, RowAttention, StateEncoder, TransformerDenoiser,
-                                       UnetSampler, named_row_weights)
+                                       named_row_weights)
 from realgap.seeding import derive_seed
 
 DEFAULTS: dict[str, Any] = {
@@ -42,7 +42,10 @@ DEFAULTS: dict[str, Any] = {
     # as_input: the predicted positions of the named pair, and their offset from the end effector, feed the policy.
     "image_aux": {"enabled": False, "label_key": "object_state", "row_dim": 6, "pos_dims": [1, 2, 3],
                   "row_names": None, "scale": 10.0, "weight": 1.0, "dense_weight": 0.5, "as_input": True,
-                  "ee_key": "proprio", "ee_dims": [0, 1, 2]},
+                  "ee_key": "proprio", "ee_dims": [0, 1, 2],
+                  # pointer: the named pair's positions come from instruction-queried attention maps
+                  # (networks.InstructionPointer) instead of a read-out of the generic keypoints
+                  "pointer": False, "pixel_weight": 0.2},
     # key: e.g. object_state (null = off); mode "named": query q takes the row of the q-th item the
     # instruction names (row_names = the env catalogue order); "learned": attention keys learned from data
     "row_attention": {"key": None, "row_dim": 6, "n_queries": 2, "mode": "learned", "row_names": None},
@@ -172,7 +175,9 @@ class DiffusionPolicy(nn.Module):
                 raise RealgapError("policy.image_strides: one stride per image_channels entry")
             self.image_enc = nn.ModuleDict({
                 k: FiLMImageEncoder(cfg["image_feature_dim"], cfg["instruction_dim"], cfg["image_channels"], strides,
-                                    cfg["image_keypoints"], cfg["n_groups"], aux_dim) for k in self.image_keys})
+                                    cfg["image_keypoints"], cfg["n_groups"], aux_dim,
+                                    pointers=2 if self.aux and aux["pointer"] else 0,
+                                    pointer_dim=len(aux["pos_dims"])) for k in self.image_keys})
         else:
             self.image_enc = nn.ModuleDict({
                 k: ImageEncoder(cfg["image_feature_dim"], cfg["image_channels"], cfg["image_keypoints"], cfg["n_groups"])
@@ -225,7 +230,7 @@ class DiffusionPolicy(nn.Module):
         """Raw batch ((B, To, ...) per key as numpy or tensors, plus 'instruction': B strings) -> tensors
         on the model's device. Also passes through cached image features and auxiliary labels."""
         dev = self.device
-        keys = [*self.state_keys, *self.image_keys, *(k for k in obs if k.startswith("cached:"))]
+        keys = [*self.state_keys, *self.image_keys, *(k for k in obs if k.startswith(("cached:", "pixels:")))]
         if self.aux and self.config["image_aux"]["label_key"] in obs:
             keys.append(self.config["image_aux"]["label_key"])
         out: dict[str, Any] = {}
@@ -256,13 +261,16 @@ class DiffusionPolicy(nn.Module):
             img = obs[k]
             b, t = img.shape[:2]
             img = img.reshape(b * t, *img.shape[2:]).permute(0, 3, 1, 2).float() / 255.0
-            img = self._crop(img, generator)
+            img, tops, lefts = self._crop_with_offsets(img, generator)
+            maps = None
             if self.film:
-                feat, aux = self.image_enc[k](img, instr.repeat_interleave(t, dim=0))
+                feat, aux, maps = self.image_enc[k](img, instr.repeat_interleave(t, dim=0), with_maps=True)
             else:
                 feat = self.image_enc[k](img)
                 aux = feat[:, :0]
             out[k] = (feat.reshape(b, t, -1), aux.reshape(b, t, -1))
+            if maps is not None and generator is not None:  # training: what the pixel loss needs
+                out[k] += ({"log_att": maps, "tops": tops, "lefts": lefts, "crop": img.shape[-1]},)
         return out
 
     def encode(self, obs: Mapping[str, Any], generator: torch.Generator | None = None,
@@ -300,16 +308,21 @@ class DiffusionPolicy(nn.Module):
         return cond
 
     def _crop(self, img: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self._crop_with_offsets(img, generator)[0]
+
+    def _crop_with_offsets(self, img: torch.Tensor, generator: torch.Generator | None):
+        """(crops, tops, lefts): random crops in training (a generator), else the centre crop."""
         c = int(self.config["crop_size"])
-        h, w = img.shape[-2:]
+        n, (h, w) = img.shape[0], img.shape[-2:]
         if c >= min(h, w):
-            return img
+            return img, torch.zeros(n), torch.zeros(n)
         if generator is None:
             top, left = (h - c) // 2, (w - c) // 2
-            return img[..., top:top + c, left:left + c]
-        tops = torch.randint(0, h - c + 1, (img.shape[0],), generator=generator)
-        lefts = torch.randint(0, w - c + 1, (img.shape[0],), generator=generator)
-        return torch.stack([im[:, t:t + c, l:l + c] for im, t, l in zip(img, tops.tolist(), lefts.tolist())])
+            return img[..., top:top + c, left:left + c], torch.full((n,), float(top)), torch.full((n,), float(left))
+        tops = torch.randint(0, h - c + 1, (n,), generator=generator)
+        lefts = torch.randint(0, w - c + 1, (n,), generator=generator)
+        crops = torch.stack([im[:, t:t + c, l:l + c] for im, t, l in zip(img, tops.tolist(), lefts.tolist())])
+        return crops, tops.float(), lefts.float()
 
     # --------------------------------------------------------------- training
     def aux_targets(self, obs: Mapping[str, Any]) -> torch.Tensor:
@@ -332,7 +345,31 @@ class DiffusionPolicy(nn.Module):
             pred = images[k][1].float()
             n = self.aux_pair_dim
             loss = loss + F.mse_loss(pred[..., :n], target[..., :n]) + float(aux["dense_weight"]) * F.mse_loss(pred[..., n:], target[..., n:])
+            if len(images[k]) > 2 and f"pixels:{k}" in obs:
+                loss = loss + float(aux["pixel_weight"]) * self.pointer_pixel_loss(images[k][2], obs, k)
         return loss / len(self.image_keys)
+
+    def pointer_pixel_loss(self, maps: dict, obs: Mapping[str, Any], key: str) -> torch.Tensor:
+        """Cross-entropy of each pointer's attention map against a Gaussian bump (sigma: one feature
+        cell) at the named item's projected pixel, in the crop's coordinates. Items outside the crop,
+        and absent rows, are left out. A dense signal: the map learns *where* before the read-out learns *what*."""
+        log_att = maps["log_att"].float()                         # (N, Q, h, w), N = B * T
+        n, q, h, w = log_att.shape
+        px = obs[f"pixels:{key}"].float()                         # (B, T, R, 2) col, row
+        wts = named_row_weights(obs["instructions"], [str(r).lower() for r in self.config["image_aux"]["row_names"]], q)
+        named = torch.einsum("bqr,btrd->btqd", wts.to(px.device), px).reshape(n, q, 2)
+        crop = float(maps["crop"])
+        col = (named[..., 0] - maps["lefts"].to(px.device)[:, None]) / crop * 2 - 1   # [-1, 1] like SpatialSoftmax
+        row = (named[..., 1] - maps["tops"].to(px.device)[:, None]) / crop * 2 - 1
+        xs = torch.linspace(-1, 1, w, device=px.device)
+        ys = torch.linspace(-1, 1, h, device=px.device)
+        sigma = 2.0 / max(h - 1, 1)
+        bump = torch.exp(-((ys.view(1, 1, h, 1) - row[..., None, None]) ** 2
+                           + (xs.view(1, 1, 1, w) - col[..., None, None]) ** 2) / (2 * sigma ** 2))
+        target = bump / bump.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        inside = ((col.abs() <= 1) & (row.abs() <= 1) & (wts.sum(-1) > 0).repeat_interleave(n // wts.shape[0], 0)).float()
+        ce = -(target * log_att).sum(dim=(-2, -1))              # (N, Q)
+        return (ce * inside).sum() / inside.sum().clamp_min(1.0)
 
     def encoder_loss(self, batch: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
         """Auxiliary position loss of the (instruction-FiLM-ed) image encoder alone (train.encoder_pretrain_steps)."""
@@ -429,7 +466,7 @@ class DiffusionPolicy(nn.Module):
                 per_obs = [self.denoiser.films(ts, c) for c in conds]  # b x blocks x (T, 1, 2C)
                 films = [torch.cat([p[j] for p in per_obs], dim=1) for j in range(len(per_obs[0]))]
                 films = [f.repeat_interleave(k, dim=1) if k > 1 else f for f in films]  # (T, B*K, 2C)
-                sampler = UnetSampler(self.denoiser)
+                sampler = self.denoiser.sampler()
             else:
                 cond = torch.cat(conds).repeat_interleave(k, dim=0)
             for i, (t, *coefs) in enumerate(table):

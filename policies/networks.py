@@ -102,7 +102,8 @@ class FiLMImageEncoder(nn.Module):
     """
 
     def __init__(self, out_dim: int, instr_dim: int, channels: Sequence[int] = (32, 32, 64),
-                 strides: Sequence[int] = (2, 1, 1), num_kp: int = 32, groups: int = 8, aux_dim: int = 0):
+                 strides: Sequence[int] = (2, 1, 1), num_kp: int = 32, groups: int = 8, aux_dim: int = 0,
+                 pointers: int = 0, pointer_dim: int = 3):
         super().__init__()
         self.convs, self.norms, self.films = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         c_in = 3
@@ -115,17 +116,57 @@ class FiLMImageEncoder(nn.Module):
             self.films.append(film)
             c_in = c
         self.pool = SpatialSoftmax(c_in, num_kp)
-        self.out = nn.Sequential(nn.Linear(2 * num_kp, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
-        self.aux = nn.Sequential(nn.Linear(2 * num_kp, 128), nn.Mish(), nn.Linear(128, aux_dim)) if aux_dim else None
+        # pointers: one instruction-queried attention map per named item (object, receptacle), read out
+        # as its expected image coordinates and attended features -> that item's position (aux's first
+        # pointers * pointer_dim entries); their coordinates also join the policy features.
+        self.pointer = InstructionPointer(c_in, instr_dim, pointers, pointer_dim) if pointers else None
+        n_in = 2 * num_kp + (self.pointer.feature_dim if pointers else 0)
+        self.out = nn.Sequential(nn.Linear(n_in, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
+        n_dense = aux_dim - (pointers * pointer_dim)
+        self.aux = nn.Sequential(nn.Linear(2 * num_kp, 128), nn.Mish(), nn.Linear(128, n_dense)) if aux_dim else None
 
-    def forward(self, img, instr):
+    def forward(self, img, instr, with_maps: bool = False):
+        """``with_maps`` (training): also the pointers' log-attention maps (N, Q, h, w), or None."""
         h = img * 2.0 - 1.0
         for conv, norm, film in zip(self.convs, self.norms, self.films):
             gamma, beta = film(instr).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
             h = F.mish(norm(conv(h)) * (1.0 + gamma) + beta)
         kp = self.pool(h)
         aux = self.aux(kp) if self.aux is not None else kp[:, :0]
-        return self.out(kp), aux
+        if self.pointer is None:
+            return (self.out(kp), aux, None) if with_maps else (self.out(kp), aux)
+        where, feats, log_att = self.pointer(h, instr)
+        feat, aux = self.out(torch.cat([kp, feats], dim=-1)), torch.cat([where, aux], dim=-1)
+        return (feat, aux, log_att) if with_maps else (feat, aux)
+
+
+class InstructionPointer(nn.Module):
+    """Where is the item the instruction names: per query, an attention map over the feature map whose
+    logits are the dot product of each pixel's features with a query computed from the instruction
+    (CLIPort-style), its expected (u, v) and attended feature vector, and an MLP to the item's position.
+    Trained through the position (DSNT-style), the map learns to peak on the named item."""
+
+    def __init__(self, channels: int, instr_dim: int, n_queries: int, pos_dim: int, hidden: int = 64):
+        super().__init__()
+        self.n_queries, self.channels = n_queries, channels
+        self.query = nn.Linear(instr_dim, n_queries * channels)
+        self.key = nn.Conv2d(channels, channels, 1)
+        self.read = nn.Sequential(nn.Linear(2 + channels, hidden), nn.Mish(), nn.Linear(hidden, pos_dim))
+        self.feature_dim = n_queries * (2 + channels)
+
+    def forward(self, h, instr):
+        b, c, hh, ww = h.shape
+        q = self.query(instr).reshape(b, self.n_queries, c)
+        keys = self.key(h).flatten(2)                                   # (B, C, HW)
+        log_att = F.log_softmax(torch.einsum("bqc,bcp->bqp", q, keys) / c ** 0.5, dim=-1)
+        att = log_att.exp()
+        ys = torch.linspace(-1, 1, hh, device=h.device, dtype=h.dtype)
+        xs = torch.linspace(-1, 1, ww, device=h.device, dtype=h.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        uv = torch.stack([(att * grid_x.reshape(1, 1, -1)).sum(-1), (att * grid_y.reshape(1, 1, -1)).sum(-1)], -1)
+        attended = torch.einsum("bqp,bcp->bqc", att, h.flatten(2))
+        parts = torch.cat([uv, attended], dim=-1)                        # (B, Q, 2 + C)
+        return self.read(parts).flatten(1), parts.flatten(1), log_att.reshape(b, self.n_queries, hh, ww)
 
 
 class RowAttention(nn.Module):
@@ -269,6 +310,19 @@ class ConditionalUnet1D(nn.Module):
         # every FiLM block in execution order (a plain list: the modules are registered above)
         self.film_blocks = [blk for level in self.down for blk in level[:2]] + list(self.mid) + \
                            [blk for level in self.up for blk in level[:2]]
+        self.register_load_state_dict_post_hook(_drop_sampler_weights)
+
+    def sampler(self) -> UnetSampler:
+        """A UnetSampler for one sampling call. Its weight layouts are prepared once and reused by later calls
+        until a parameter changes: in place (its version), moved (its data pointer) or replaced by
+        ``load_state_dict(assign=True)`` (the post-load hook)."""
+        cache = self.__dict__.get("_sampler_weights")
+        if cache is None:
+            cache = self.__dict__["_sampler_weights"] = {"params": list(self.parameters()), "key": None, "weights": {}}
+        key = tuple((q.data_ptr(), q._version) for q in cache["params"])
+        if key != cache["key"]:
+            cache["key"], cache["weights"] = key, {}
+        return UnetSampler(self, cache["weights"])
 
     def films(self, t, cond):
         """Per FiLM block, its (scale, bias) for every (step, condition) pair: (T, N, 2C).
@@ -303,6 +357,10 @@ class ConditionalUnet1D(nn.Module):
         return conv1d(out, block(h)).transpose(1, 2)
 
 
+def _drop_sampler_weights(module: nn.Module, _incompatible_keys) -> None:
+    module.__dict__.pop("_sampler_weights", None)
+
+
 class UnetSampler:
     """Inference-only forward of a ConditionalUnet1D for DDIM sampling (one instance per sampling call).
 
@@ -321,11 +379,12 @@ class UnetSampler:
       (with >= 4 rows, see ``_gemm_conv``); tests/test_policy.py checks bit-exactness across (B, K).
     """
 
-    def __init__(self, unet: ConditionalUnet1D):
+    def __init__(self, unet: ConditionalUnet1D, weights: dict | None = None):
+        """``weights``: prepared weight layouts to fill or reuse (``ConditionalUnet1D.sampler`` caches them)."""
         self.unet = unet
         self.pad = max(unet.final[0].block[0].kernel_size[0] // 2, 1)  # 1 for the stride-2 / transposed convs
         self.one = torch.ones((), dtype=unet.final[1].weight.dtype, device=unet.final[1].weight.device)
-        self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {} if weights is None else weights
         self._bufs: dict[str, torch.Tensor] = {}
 
     # ---- prepared weights

@@ -114,7 +114,7 @@ def cache_image_features(policy: DiffusionPolicy, dataset: DemoDataset, chunk: i
         for a in tqdm(range(0, n, chunk), desc=f"cache {k}", unit="chunk", leave=False):
             frames = dataset.frames(np.arange(a, min(n, a + chunk)), keys=[k])
             obs = policy.to_tensors(frames)
-            feat, aux = policy.encode_images(obs, policy.instr_enc(obs["tokens"]))[k]
+            feat, aux = policy.encode_images(obs, policy.instr_enc(obs["tokens"]))[k][:2]
             parts.append(torch.cat([feat, aux], dim=-1)[:, 0].float())
         dataset.arrays[f"cached:{k}"] = torch.cat(parts).to(dataset.arrays[k].device if isinstance(dataset.arrays[k], torch.Tensor) else "cpu")
         if isinstance(dataset.arrays["action"], np.ndarray):
@@ -166,6 +166,10 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
                           policy_cfg["horizon"], policy_cfg["n_obs_steps"], policy_cfg["n_action_steps"],
                           val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"),
                           presence_rows=presence_rows(policy_cfg), row_kinds=row_kinds(policy_cfg))
+    if aux.get("enabled") and aux.get("pointer"):  # where the named items are in each frame (training labels)
+        for k in policy_cfg["image_keys"]:
+            dataset.add_pixel_labels(k, aux.get("label_key", "object_state"), int(aux.get("row_dim", 6)),
+                                     aux.get("pos_dims", [1, 2, 3]))
     prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)
