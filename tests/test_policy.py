@@ -391,7 +391,7 @@ def test_shipped_checkpoints_sample_as_with_the_module_path(name, monkeypatch):
     from pathlib import Path
 
     import realgap
-    from realgap.policies import diffusion
+    from realgap.policies.networks import ConditionalUnet1D
 
     p = load_diffusion(Path(realgap.__file__).parent / "checkpoints" / name)
     rng = np.random.default_rng(0)
@@ -401,6 +401,27 @@ def test_shipped_checkpoints_sample_as_with_the_module_path(name, monkeypatch):
     new = p.sample_chunks(obs, 8, seed=[3, 4])
     one = p.sample_chunks({k: v[1:] for k, v in obs.items()}, 1, seed=[4])
     assert np.array_equal(one[0, 0], new[1, 0])
-    monkeypatch.setattr(diffusion, "UnetSampler", lambda unet: None)  # the previous path
+    monkeypatch.setattr(ConditionalUnet1D, "sampler", lambda unet: None)  # the previous path
     old = p.sample_chunks(obs, 8, seed=[3, 4])
     assert 0 < np.abs(new - old).max() <= 1e-5
+
+
+def test_sampler_weight_cache_follows_weight_changes(dataset):
+    """The sampler's prepared weights are reused across calls but never stale: after an in-place update and
+    after load_state_dict(assign=True) the chunks equal those of a policy that never sampled before."""
+    obs = obs_batch(dataset, 1)
+    p = make_policy(dataset)
+    before = p.sample_chunks(obs, 2, seed=[1])  # fills the cache
+    fresh = make_policy(dataset)
+    for m in (p, fresh):
+        with torch.no_grad():
+            for w in m.denoiser.parameters():
+                w.mul_(1.01)
+    after = p.sample_chunks(obs, 2, seed=[1])
+    assert not np.allclose(after, before) and np.array_equal(after, fresh.sample_chunks(obs, 2, seed=[1]))
+    state = {k: v * 0.99 if v.is_floating_point() else v for k, v in p.state_dict().items()}
+    fresh = make_policy(dataset)
+    for m in (p, fresh):
+        m.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    again = p.sample_chunks(obs, 2, seed=[1])
+    assert not np.allclose(again, after) and np.array_equal(again, fresh.sample_chunks(obs, 2, seed=[1]))
