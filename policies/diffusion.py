@@ -427,9 +427,8 @@ class DiffusionPolicy(nn.Module):
 
     def chunk_noise(self, sample_seed_lists: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B*K, horizon, action_dim) initial noise, each chunk from its own seed."""
-        shape = (self.horizon, self.action_dim)
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                            for row in sample_seed_lists for s in row])
+        shape, g = (self.horizon, self.action_dim), torch.Generator()  # re-seeded per chunk: same draws as a fresh one
+        return torch.stack([torch.randn(shape, generator=g.manual_seed(int(s))) for row in sample_seed_lists for s in row])
 
     @torch.inference_mode()
     def sample_chunks(self, obs: Mapping[str, Any], num_samples: int = 1, seed: int | Sequence[int] | None = None,
