@@ -1,7 +1,7 @@
 """Suite throughput, harness overhead, worker scaling and memory. Prints figures; asserts nothing.
 
     python benchmarks/bench_suite.py [--seeds 16] [--long-seeds 40] [--out /tmp/bench_suite] [--parts 1234]
-    python benchmarks/bench_suite.py --parts 3 --workers 1,2 --rounds 2     # goal 2 (2 vs 1 workers)
+    python benchmarks/bench_suite.py --parts 3 --seeds 16 --workers 1,2 --rounds 2   # goal 2 (2 vs 1 workers)
 
 1. episodes/min of the default suite (all conditions, --seeds seeds, local pool, one worker per core);
 2. harness overhead: the same episodes' env stepping + rendering alone (stored actions replayed, fresh
@@ -9,8 +9,11 @@
    vs the inline suite on those episodes (target >= 90%);
 3. worker scaling: the default suite (all 9 conditions x --seeds = 144 episodes) with 1 and 2 workers
    (``--workers 1,2,4,8,16`` for the curve on a bigger machine), interleaved ``--rounds`` times; goal
-   2 vs 1 >= 1.8x. Also prints start-up (time to the first stored group) and the worker processes
-   seen per suite (one pool per suite, each worker reused across conditions);
+   2 vs 1 >= 1.8x. Two figures per worker count: **cold**, a fresh pool (the suite run in a fresh
+   process, as ``realgap suite`` does; its import time excluded), and **warm**, the pool reused (a second
+   suite in this process, as the suites of a study or a benchmark reuse it). Also prints the start
+   method, the time to the first stored group, the worker processes, and the CPU seconds of the main
+   process and of the workers (how busy the cores were);
 4. main-process RSS sampled over a long inline suite (should stay flat; ``bench_memory.py`` measures the
    main process and the workers over thousands of episodes).
 """
@@ -18,9 +21,10 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import json
 import os
-import resource
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +37,7 @@ from tqdm import tqdm  # noqa: E402
 
 from realgap.cli import compose  # noqa: E402
 from realgap.envs import make as make_env  # noqa: E402
+from realgap.evaluation import executors  # noqa: E402
 from realgap.evaluation.executors import _single_thread  # noqa: E402
 from realgap.evaluation.plan import build_plan  # noqa: E402
 from realgap.evaluation.policy_loader import load_policy  # noqa: E402
@@ -81,17 +86,10 @@ def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
 
 
 class Timeline:
-    """When each group was stored, and which worker processes existed, during one suite run."""
+    """When each group was stored during one suite run."""
 
     def __init__(self):
         self.stored: list[float] = []
-        self.pids: set[int] = set()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.2):
-            self.pids.update(p.pid for p in mp.active_children())
 
     def __enter__(self):
         self._append = store_mod.EpisodeWriter.append
@@ -103,40 +101,78 @@ class Timeline:
             return out
 
         store_mod.EpisodeWriter.append = append
-        self._thread.start()
         return self
 
     def __exit__(self, *exc):
         store_mod.EpisodeWriter.append = self._append
-        self._done.set()
-        self._thread.join()
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (a reused worker is never reaped, so no rusage)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def timed_suite(out: Path, seeds: int, workers: int) -> dict:
+    """One default suite with ``workers`` workers on this process's pool (fresh or reused), measured."""
+    pool = executors._POOL if executors._POOL is not None and executors._POOL.workers == workers else None
+    fresh = pool is None
+    before = {p: cpu_seconds(p) for p in (pool.pids() if pool else [])}
+    main0 = time.process_time()
+    with Timeline() as timeline:
+        t0 = time.perf_counter()
+        secs, n = suite(out, f"suite.seeds.n={seeds}", f"workers={workers}")
+    pool = executors._POOL
+    pids = pool.pids()
+    return {"secs": secs, "n": n, "first": timeline.stored[0] - t0 if timeline.stored else float("nan"),
+            "groups": len(timeline.stored), "pids": len(pids), "method": pool.method, "fresh": fresh,
+            "main_cpu": time.process_time() - main0, "workers_cpu": sum(cpu_seconds(p) - before.get(p, 0.0) for p in pids)}
+
+
+def cold_suite(out: Path, seeds: int, workers: int) -> dict:
+    """``timed_suite`` in a fresh process (a fresh pool, as ``realgap suite`` starts one); import time excluded."""
+    code = ("import json, sys; sys.argv = ['bench_suite']; import bench_suite as b; "
+            f"print('RESULT', json.dumps(b.timed_suite(b.Path({str(out)!r}), {seeds}, {workers})))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
+                          check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"cold suite failed: {proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def scaling(root: Path, seeds: int, workers: list[int], rounds: int) -> None:
     """The default suite (all conditions, ``seeds`` seeds) with each worker count, ``rounds`` times
-    interleaved; prints wall time, time to the first stored group (start-up: preflight, pool, first
-    group), the worker processes seen (one pool per suite: each worker starts once and runs groups of
-    every condition) and the speed-up over the first worker count."""
-    times: dict[int, list[float]] = {w: [] for w in workers}
+    interleaved, cold (a fresh process and pool) and warm (this process's pool, reused after a first
+    suite); prints each run and the speed-up over the first worker count."""
+    times: dict[tuple[str, int], list[float]] = {}
     for r in range(rounds):
         for w in workers:
-            cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            with Timeline() as timeline:
-                t0 = time.perf_counter()
-                secs, n = suite(root / f"w{w}", f"suite.seeds.n={seeds}", f"workers={w}")
-            cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            main_cpu, workers_cpu = ((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in zip(cpu0, cpu1))
-            times[w].append(secs)
-            first = timeline.stored[0] - t0 if timeline.stored else float("nan")
-            print(f"[3] round {r + 1}: {n} episodes, {w} worker(s): {secs:.1f} s = {60 * n / secs:.1f} episodes/min; "
-                  f"first group stored after {first:.1f} s; {len(timeline.stored)} groups; worker processes seen: "
-                  f"{len(timeline.pids)}; CPU s: main {main_cpu:.1f}, workers {workers_cpu:.1f} "
-                  f"(= {(main_cpu + workers_cpu) / secs:.2f} cores busy on average); {load_average()}")
+            runs = [("cold", cold_suite(root / f"w{w}", seeds, w))]
+            executors.shutdown_pool()
+            timed_suite(root / f"w{w}", seeds, w)  # starts this process's pool
+            runs.append(("warm", timed_suite(root / f"w{w}", seeds, w)))
+            for kind, m in runs:
+                times.setdefault((kind, w), []).append(m["secs"])
+                print(f"[3] round {r + 1}, {kind}: {m['n']} episodes, {w} worker(s) ({m['method']}, "
+                      f"{'fresh' if m['fresh'] else 'reused'} pool): {m['secs']:.1f} s = "
+                      f"{60 * m['n'] / m['secs']:.1f} episodes/min; first group stored after {m['first']:.1f} s; "
+                      f"{m['groups']} groups; worker processes: {m['pids']}; CPU s: main {m['main_cpu']:.1f}, "
+                      f"workers {m['workers_cpu']:.1f} (= {(m['main_cpu'] + m['workers_cpu']) / m['secs']:.2f} cores "
+                      f"busy); {load_average()}", flush=True)
+    executors.shutdown_pool()
     base = workers[0]
-    for w in workers[1:]:
-        ratio = sum(times[base]) / sum(times[w])
-        print(f"[3] speed-up, {w} workers vs {base}: {ratio:.2f}x over {rounds} round(s) "
-              f"({sum(times[base]):.1f} s vs {sum(times[w]):.1f} s; goal >= 1.8x for 2 vs 1 on 144 episodes)")
+    for kind in ("cold", "warm"):
+        for w in workers[1:]:
+            a, b = sum(times[(kind, base)]), sum(times[(kind, w)])
+            print(f"[3] speed-up {kind}, {w} workers vs {base}: {a / b:.2f}x over {rounds} round(s) "
+                  f"({a:.1f} s vs {b:.1f} s; goal >= 1.8x for 2 vs 1 on 144 episodes)")
 
 
 def load_average() -> str:

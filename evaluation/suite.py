@@ -22,9 +22,15 @@ from tqdm import tqdm
 from realgap.errors import RealgapError
 
 from . import store as store_mod
-from .executors import EXECUTORS, execute, pinned_threads
+from .executors import (
+    EXECUTORS,
+    cached_policy,
+    execute,
+    pinned_threads,
+    policy_key,
+    prepare,
+)
 from .plan import Plan, build_plan
-from .policy_loader import load_policy
 from .rollout import FAULT_REASONS, Episode, _Recorder
 
 
@@ -32,7 +38,7 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tuple[tuple, str]]:
+def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict, key: str | None = None) -> dict[str, tuple[tuple, str]]:
     """Build every condition's env and check the policy's first action; returns the frame specs.
 
     A policy whose action shape does not fit the env, or an env config the env rejects, is bad
@@ -41,7 +47,7 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict) -> dict[str, tu
     import realgap.envs as envs
 
     frame_specs: dict[str, tuple[tuple, str]] = {}
-    policy = load_policy(policy_spec, policy_kwargs)
+    policy = cached_policy(key, policy_spec, policy_kwargs)  # the inline executor reuses it
     seed = int(plan.seeds[0])
     for i, cond in enumerate(plan.conditions):
         try:
@@ -154,8 +160,12 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     out = Path(cfg["out"]).expanduser()
     mode = store_mod.check_output(out, resume, overwrite, plan)  # a changed suite/policy fails here
     policy = suite["policy"] if isinstance(suite["policy"], dict) else {"spec": suite["policy"]}
+    key = policy_key(plan.policy)  # a process reuses a policy it loaded before while its files are unchanged
+    n_workers = min(workers, len(plan.groups()))
+    # The local pool's workers start (forked) before the preflight renders, and load the policy meanwhile.
+    prepare(executor, n_workers, (key, policy.get("spec"), policy.get("kwargs") or {}))
     with pinned_threads():  # the policy runs under the same settings everywhere, its first check included
-        frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {})
+        frame_specs = preflight(plan, policy.get("spec"), policy.get("kwargs") or {}, key)
 
     store = store_mod.open_output(out, mode, plan, suite)
     writer = store_mod.EpisodeWriter(store, frame_specs)
@@ -164,8 +174,8 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     started = time.perf_counter()
     bar = tqdm(total=plan.n_episodes, initial=len(done), unit="ep", desc=f"suite {plan.name}",
                disable=not progress, dynamic_ncols=True)
-    results = execute(executor, todo, policy["spec"], policy.get("kwargs") or {}, min(workers, max(1, len(todo))),
-                      cfg.get("ray_address"))
+    results = execute(executor, todo, policy["spec"], policy.get("kwargs") or {},
+                      n_workers if executor == "local" else min(workers, max(1, len(todo))), cfg.get("ray_address"), key)
     reported = False
     try:
         for _, episodes in results:
