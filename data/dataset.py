@@ -64,15 +64,19 @@ class DemoDataset:
                                          noise_std={k: noise for k in self.obs_keys}, rows=presence_rows,
                                          row_kinds=row_kinds)
 
-    def add_pixel_labels(self, image_key: str, label_key: str, row_dim: int, pos_dims: Sequence[int]) -> str:
-        """Privileged *training* labels: where each ``label_key`` row's position falls in ``image_key``'s
-        frames (col, row in pixels), projected with the camera pose each episode was recorded with.
-        Stored as ``pixels:<image_key>`` (N, R, 2) and gathered like an observation key."""
+    def add_pixel_labels(self, image_key: str, label_key: str, row_dim: int, pos_dims: Sequence[int],
+                         ee: tuple[str, Sequence[int]] | None = None) -> str:
+        """Privileged *training* labels: where each ``label_key`` row's position (and, with ``ee`` = (key,
+        dims), the end effector's) falls in ``image_key``'s frames (col, row in pixels), projected with the
+        camera pose each episode was recorded with. Stored as ``pixels:<image_key>`` (N, R [+ 1], 2) and
+        gathered like an observation key."""
         from realgap.envs.scene import camera_pose, project_to_image
 
         camera, size = image_key.removeprefix("image_"), int(self.arrays[image_key].shape[1])
         rows = self.arrays[label_key].reshape(len(self.arrays[label_key]), -1, int(row_dim))
         pos = rows[..., list(pos_dims)]
+        if ee is not None:
+            pos = np.concatenate([pos, self.arrays[ee[0]][:, None, list(ee[1])]], axis=1)
         out = np.zeros((*pos.shape[:2], 2), np.float32)
         for e, (a, b) in enumerate(_bounds(self.episode_ends, np.arange(len(self.episode_ends)))):
             try:

@@ -27,6 +27,8 @@ from realgap.policies.networks import (ConditionalUnet1D, FiLMImageEncoder, Imag
                                        named_row_weights)
 from realgap.seeding import derive_seed
 
+POINTERS = 3  # the image policy's pointer maps: named object, named receptacle, gripper
+
 DEFAULTS: dict[str, Any] = {
     "horizon": 16, "n_obs_steps": 2, "n_action_steps": 8,
     "state_keys": ["proprio", "object_state"], "image_keys": [],
@@ -151,11 +153,13 @@ class DiffusionPolicy(nn.Module):
                 raise RealgapError(f"policy.image_aux.row_names: {len(aux['row_names'])} names for {n_rows} rows")
             npos = len(aux["pos_dims"])
             self.aux_pair_dim = 2 * npos                       # named object + named receptacle positions
-            aux_dim = self.aux_pair_dim + n_rows * (1 + npos)  # + every row's [present, position]
+            self.aux_uv_dim = 2 * POINTERS if aux["pointer"] else 0  # (u, v) of object, receptacle, gripper
+            aux_dim = self.aux_pair_dim + self.aux_uv_dim + n_rows * (1 + npos)  # + every row's [present, position]
             if aux["as_input"]:
                 if aux["ee_key"] not in self.state_keys or len(aux["ee_dims"]) != npos:
                     raise RealgapError("policy.image_aux: ee_key must be a state key and ee_dims match pos_dims")
-                aux_in = 2 * self.aux_pair_dim * len(self.image_keys)
+                # pair, pair - gripper; with pointers also the gripper's (u, v) and the pair's (u, v) offsets from it
+                aux_in = (2 * self.aux_pair_dim + (self.aux_uv_dim if aux["pointer"] else 0)) * len(self.image_keys)
         self.aux_as_input = self.aux and bool(aux["as_input"])
         if self.state_keys:
             state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys) + aux_in
@@ -176,7 +180,7 @@ class DiffusionPolicy(nn.Module):
             self.image_enc = nn.ModuleDict({
                 k: FiLMImageEncoder(cfg["image_feature_dim"], cfg["instruction_dim"], cfg["image_channels"], strides,
                                     cfg["image_keypoints"], cfg["n_groups"], aux_dim,
-                                    pointers=2 if self.aux and aux["pointer"] else 0,
+                                    pointers=POINTERS if self.aux and aux["pointer"] else 0,
                                     pointer_dim=len(aux["pos_dims"])) for k in self.image_keys})
         else:
             self.image_enc = nn.ModuleDict({
@@ -299,6 +303,10 @@ class DiffusionPolicy(nn.Module):
                 for k in self.image_keys:
                     pair = images[k][1][..., : self.aux_pair_dim]
                     x += [pair, (pair.reshape(*pair.shape[:2], 2, -1) - ee.unsqueeze(2)).flatten(2)]
+                    if self.aux_uv_dim:  # image-space offsets: robust to where the camera happens to be
+                        uv = images[k][1][..., self.aux_pair_dim: self.aux_pair_dim + self.aux_uv_dim]
+                        uv = uv.reshape(*uv.shape[:2], POINTERS, 2)
+                        x += [uv[:, :, 2], (uv[:, :, :2] - uv[:, :, 2:]).flatten(2)]
             feats.append(self.state_enc(torch.cat(x, dim=-1)))
         for k in self.image_keys:
             feats.append(images[k][0])
@@ -343,21 +351,24 @@ class DiffusionPolicy(nn.Module):
         loss = 0.0
         for k in self.image_keys:
             pred = images[k][1].float()
-            n = self.aux_pair_dim
-            loss = loss + F.mse_loss(pred[..., :n], target[..., :n]) + float(aux["dense_weight"]) * F.mse_loss(pred[..., n:], target[..., n:])
+            n, u = self.aux_pair_dim, self.aux_uv_dim  # pred: [pair, (u, v) of the pointers, dense]; target: [pair, dense]
+            loss = loss + F.mse_loss(pred[..., :n], target[..., :n]) + float(aux["dense_weight"]) * F.mse_loss(pred[..., n + u:], target[..., n:])
             if len(images[k]) > 2 and f"pixels:{k}" in obs:
-                loss = loss + float(aux["pixel_weight"]) * self.pointer_pixel_loss(images[k][2], obs, k)
+                uv = pred[..., n: n + u].reshape(-1, POINTERS, 2)
+                loss = loss + float(aux["pixel_weight"]) * self.pointer_pixel_loss(images[k][2], obs, k, uv)
         return loss / len(self.image_keys)
 
-    def pointer_pixel_loss(self, maps: dict, obs: Mapping[str, Any], key: str) -> torch.Tensor:
+    def pointer_pixel_loss(self, maps: dict, obs: Mapping[str, Any], key: str, uv: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of each pointer's attention map against a Gaussian bump (sigma: one feature
         cell) at the named item's projected pixel, in the crop's coordinates. Items outside the crop,
         and absent rows, are left out. A dense signal: the map learns *where* before the read-out learns *what*."""
-        log_att = maps["log_att"].float()                         # (N, Q, h, w), N = B * T
+        log_att = maps["log_att"].float()                         # (N, Q, h, w), N = B * T; Q: object, receptacle, gripper
         n, q, h, w = log_att.shape
-        px = obs[f"pixels:{key}"].float()                         # (B, T, R, 2) col, row
-        wts = named_row_weights(obs["instructions"], [str(r).lower() for r in self.config["image_aux"]["row_names"]], q)
-        named = torch.einsum("bqr,btrd->btqd", wts.to(px.device), px).reshape(n, q, 2)
+        px = obs[f"pixels:{key}"].float()                         # (B, T, R + 1, 2) col, row; last: the gripper
+        wts = named_row_weights(obs["instructions"], [str(r).lower() for r in self.config["image_aux"]["row_names"]], 2)
+        wts = torch.cat([torch.cat([wts, torch.zeros(*wts.shape[:2], 1)], -1),
+                         F.one_hot(torch.tensor([px.shape[2] - 1]), px.shape[2]).float().expand(wts.shape[0], 1, -1)], 1).to(px.device)
+        named = torch.einsum("bqr,btrd->btqd", wts, px).reshape(n, q, 2)
         crop = float(maps["crop"])
         col = (named[..., 0] - maps["lefts"].to(px.device)[:, None]) / crop * 2 - 1   # [-1, 1] like SpatialSoftmax
         row = (named[..., 1] - maps["tops"].to(px.device)[:, None]) / crop * 2 - 1
@@ -369,6 +380,8 @@ class DiffusionPolicy(nn.Module):
         target = bump / bump.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         inside = ((col.abs() <= 1) & (row.abs() <= 1) & (wts.sum(-1) > 0).repeat_interleave(n // wts.shape[0], 0)).float()
         ce = -(target * log_att).sum(dim=(-2, -1))              # (N, Q)
+        if uv is not None:  # DSNT: the expected coordinates themselves, in feature cells
+            ce = ce + ((uv - torch.stack([col, row], -1)) ** 2).sum(-1) / sigma ** 2
         return (ce * inside).sum() / inside.sum().clamp_min(1.0)
 
     def encoder_loss(self, batch: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:

@@ -116,13 +116,13 @@ class FiLMImageEncoder(nn.Module):
             self.films.append(film)
             c_in = c
         self.pool = SpatialSoftmax(c_in, num_kp)
-        # pointers: one instruction-queried attention map per named item (object, receptacle), read out
-        # as its expected image coordinates and attended features -> that item's position (aux's first
-        # pointers * pointer_dim entries); their coordinates also join the policy features.
+        # pointers: instruction-queried attention maps for the named object, the named receptacle and the
+        # gripper, read out as expected image coordinates (u, v) and attended features -> the named pair's
+        # positions. aux = [pair positions (2 * pointer_dim), (u, v) of each pointer (2 * pointers), dense].
         self.pointer = InstructionPointer(c_in, instr_dim, pointers, pointer_dim) if pointers else None
         n_in = 2 * num_kp + (self.pointer.feature_dim if pointers else 0)
         self.out = nn.Sequential(nn.Linear(n_in, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
-        n_dense = aux_dim - (pointers * pointer_dim)
+        n_dense = aux_dim - (2 * pointer_dim + 2 * pointers if pointers else 0)
         self.aux = nn.Sequential(nn.Linear(2 * num_kp, 128), nn.Mish(), nn.Linear(128, n_dense)) if aux_dim else None
 
     def forward(self, img, instr, with_maps: bool = False):
@@ -135,8 +135,8 @@ class FiLMImageEncoder(nn.Module):
         aux = self.aux(kp) if self.aux is not None else kp[:, :0]
         if self.pointer is None:
             return (self.out(kp), aux, None) if with_maps else (self.out(kp), aux)
-        where, feats, log_att = self.pointer(h, instr)
-        feat, aux = self.out(torch.cat([kp, feats], dim=-1)), torch.cat([where, aux], dim=-1)
+        where, uv, feats, log_att = self.pointer(h, instr)
+        feat, aux = self.out(torch.cat([kp, feats], dim=-1)), torch.cat([where[:, : 2 * where.shape[1] // self.pointer.n_queries], uv, aux], dim=-1)
         return (feat, aux, log_att) if with_maps else (feat, aux)
 
 
@@ -166,7 +166,7 @@ class InstructionPointer(nn.Module):
         uv = torch.stack([(att * grid_x.reshape(1, 1, -1)).sum(-1), (att * grid_y.reshape(1, 1, -1)).sum(-1)], -1)
         attended = torch.einsum("bqp,bcp->bqc", att, h.flatten(2))
         parts = torch.cat([uv, attended], dim=-1)                        # (B, Q, 2 + C)
-        return self.read(parts).flatten(1), parts.flatten(1), log_att.reshape(b, self.n_queries, hh, ww)
+        return self.read(parts).flatten(1), uv.flatten(1), parts.flatten(1), log_att.reshape(b, self.n_queries, hh, ww)
 
 
 class RowAttention(nn.Module):

@@ -169,7 +169,8 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     if aux.get("enabled") and aux.get("pointer"):  # where the named items are in each frame (training labels)
         for k in policy_cfg["image_keys"]:
             dataset.add_pixel_labels(k, aux.get("label_key", "object_state"), int(aux.get("row_dim", 6)),
-                                     aux.get("pos_dims", [1, 2, 3]))
+                                     aux.get("pos_dims", [1, 2, 3]),
+                                     ee=(aux.get("ee_key", "proprio"), aux.get("ee_dims", [0, 1, 2])))
     prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)

@@ -78,21 +78,35 @@ def test_pointer_pixel_loss_is_lowest_when_the_map_peaks_on_the_named_item(tmp_p
                           image_aux={"enabled": True, "row_names": ["red block", "yellow rack"], "pointer": True})
     p = DiffusionPolicy(cfg, ds.shapes(), ds.normalizer, ds.tokenizer)
     h = w = 9
-    obs = {"instructions": ["place the red block in the yellow rack"],
-           "pixels:image_front": torch.tensor([[[[8.0, 24.0], [30.0, 2.0]]]])}  # (B=1, T=1, R=2, col/row)
+    obs = {"instructions": ["place the red block in the yellow rack"],  # rows: red block, yellow rack, gripper
+           "pixels:image_front": torch.tensor([[[[8.0, 24.0], [30.0, 2.0], [16.0, 16.0]]]])}  # (B=1, T=1, R+1, col/row)
 
-    def loss_with_peaks(cells):
-        logits = torch.full((1, 2, h, w), -8.0)
+    def loss_with_peaks(cells, tops=0.0):
+        logits = torch.full((1, 3, h, w), -8.0)
         for q, (i, j) in enumerate(cells):
             logits[0, q, i, j] = 8.0
-        maps = {"log_att": torch.log_softmax(logits.flatten(2), -1).reshape(1, 2, h, w),
-                "tops": torch.zeros(1), "lefts": torch.zeros(1), "crop": 32}
+        maps = {"log_att": torch.log_softmax(logits.flatten(2), -1).reshape(1, 3, h, w),
+                "tops": torch.full((1,), tops), "lefts": torch.zeros(1), "crop": 32}
         return float(p.pointer_pixel_loss(maps, obs, "image_front"))
 
     # pixel (col 8, row 24) of a 32-pixel crop -> normalized (-0.5, 0.5) -> cell (row 6, col 2) of 9x9
-    right = loss_with_peaks([(6, 2), (0, 8)])
-    assert right < loss_with_peaks([(2, 6), (0, 8)]) and right < loss_with_peaks([(6, 2), (8, 0)])
-    # an item outside the crop adds nothing: shifting the crop past the receptacle leaves only the object's term
-    maps = {"log_att": torch.zeros(1, 2, h, w) - np.log(h * w), "tops": torch.zeros(1), "lefts": torch.full((1,), 31.0), "crop": 32}
-    obs2 = {**obs, "pixels:image_front": torch.tensor([[[[8.0, 24.0], [70.0, 2.0]]]])}
-    assert float(p.pointer_pixel_loss(maps, obs2, "image_front")) == 0.0  # both outside after the shift
+    right = loss_with_peaks([(6, 2), (0, 8), (4, 4)])
+    for wrong in ([(2, 6), (0, 8), (4, 4)], [(6, 2), (8, 0), (4, 4)], [(6, 2), (0, 8), (0, 0)]):
+        assert right < loss_with_peaks(wrong)
+    # items outside the crop add nothing: a crop 10 pixels lower loses the receptacle (row 2) only, so
+    # putting its map anywhere costs nothing
+    assert loss_with_peaks([(3, 2), (0, 8), (1, 4)], tops=10.0) == loss_with_peaks([(3, 2), (8, 8), (1, 4)], tops=10.0) > 0
+    obs["pixels:image_front"] = torch.tensor([[[[-8.0, 24.0], [70.0, 2.0], [90.0, 16.0]]]])
+    assert loss_with_peaks([(6, 2), (0, 8), (4, 4)]) == 0.0  # all three outside the frame
+
+
+def test_pixel_labels_end_with_the_gripper_row(tmp_path):
+    fake_store(tmp_path / "d.zarr", n_episodes=2, image=True)
+    ds = DemoDataset(tmp_path / "d.zarr", ["proprio", "object_state", "image_front"], 8, 2, 4)
+    key = ds.add_pixel_labels("image_front", "object_state", 6, [1, 2, 3], ee=("proprio", [1, 2, 3]))
+    from realgap.envs.scene import camera_pose, project_to_image
+
+    cam = camera_pose("front")
+    expect = project_to_image(ds.arrays["proprio"][:, 1:4], cam["pos"], cam["quat"], cam["fovy"], 32)
+    assert ds.arrays[key].shape[1] == 3
+    np.testing.assert_allclose(ds.arrays[key][:, 2], expect, rtol=1e-5)

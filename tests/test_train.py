@@ -143,3 +143,23 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b)
+
+
+def test_pointer_image_policy_trains_on_pixel_labels_and_acts_without_them(tmp_path):
+    """With image_aux.pointer the encoder phase uses the projected pixel labels (training only); the
+    saved policy samples chunks from images, proprio and words alone."""
+    fake_store(tmp_path / "img.zarr", n_episodes=4, image=True)
+    policy = {**IMAGE_POLICY, "image_aux": {**IMAGE_POLICY["image_aux"], "pointer": True, "pixel_weight": 1.0}}
+    cfg = train_cfg(tmp_path / "img.zarr", tmp_path / "ptr", steps=6, policy=policy, encoder_pretrain_steps=3,
+                    freeze_encoder=True)
+    assert main(cfg) == 0
+    curve = json.loads((tmp_path / "ptr" / "curve.json").read_text())
+    assert [r["phase"] for r in curve] == ["encoder", "policy"] and all(np.isfinite(r["val_loss"]) for r in curve)
+    p = load_diffusion(tmp_path / "ptr")
+    assert not any(k.startswith("pixels:") for k in [*p.state_keys, *p.image_keys])
+    rng = np.random.default_rng(0)
+    obs = {"proprio": rng.normal(size=(1, 2, 8)).astype(np.float32),
+           "image_front": rng.integers(0, 255, size=(1, 2, 32, 32, 3), dtype=np.uint8),
+           "instruction": ["place the red block in the yellow rack"]}
+    chunks = p.sample_chunks(obs, num_samples=2, seed=[0])
+    assert chunks.shape[:2] == (1, 2) and np.all(np.isfinite(chunks))
