@@ -450,9 +450,9 @@ class DiffusionPolicy(nn.Module):
 
         The observation is encoded once and its condition repeated over the K samples; every DDIM step
         is ONE denoiser pass over all B*K chunks. Chunk k of observation b starts from noise seeded with
-        ``sample_seeds(seed[b], K)[k]`` (or ``sample_seed_lists[b][k]``). A chunk does not depend on the
-        other chunks in the call up to float32 rounding: batched CPU kernels may sum in a different order
-        for a different batch size (measured: max |diff| <= 1e-5 in action units; tests/test_policy.py).
+        ``sample_seeds(seed[b], K)[k]`` (or ``sample_seed_lists[b][k]``). With the U-Net (run through
+        ``networks.UnetSampler``) a chunk is bit-identical whatever else shares the call (B, K); with the
+        transformer it agrees to float32 rounding (~1e-5: batched attention kernels). tests/test_policy.py.
         """
         tensors = self.to_tensors(obs)
         b = len(obs["instruction"]) if "instruction" in obs else next(iter(tensors.values())).shape[0]
