@@ -34,6 +34,9 @@ from .plan import Plan, build_plan
 from .rollout import FAULT_REASONS, Episode, _Recorder
 
 
+STORE_EVERY_S = 1.0  # finished episodes wait at most this long to be stored (a kill loses no more)
+
+
 def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
@@ -62,10 +65,17 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict, key: str | None
                 if plan.frames != "none":  # the frames as the env that makes them gives them
                     frame_env = envs.make(plan.env_id, **plan.env_kwargs_for(cond, frames=True))
                     try:
-                        rows = _Recorder(frame_env, "all").rows(frame_env.reset(seed=seed)[0])
+                        # Image observations its space declares need no render here: this process then
+                        # never makes a GL context, and can keep forking worker pools (executors.py).
+                        spaces = getattr(frame_env.observation_space, "spaces", None) or {}
+                        frame_specs = {k: (tuple(s.shape), str(np.dtype(s.dtype))) for k, s in spaces.items()
+                                       if k.startswith("image_") and getattr(s, "shape", None)}
+                        if not frame_specs:  # render() frames (or undeclared images): as the env gives them
+                            rows = _Recorder(frame_env, "all").rows(frame_env.reset(seed=seed)[0])
+                            frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items()
+                                           if k.startswith("image_")}
                     finally:
                         frame_env.close()
-                    frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items() if k.startswith("image_")}
                     if not frame_specs:
                         raise RealgapError(f"suite.record_frames: {plan.env_id} gives no image observations and no "
                                            f"env.render() frames (render_mode='rgb_array'); use record_frames=none")
@@ -177,18 +187,27 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     results = execute(executor, todo, policy["spec"], policy.get("kwargs") or {},
                       n_workers if executor == "local" else min(workers, max(1, len(todo))), cfg.get("ray_address"), key)
     reported = False
+    # Finished groups are stored together at most STORE_EVERY_S apart: each append costs the main process
+    # ~30-50 ms of CPU whatever its size, CPU the workers need when there are as many workers as cores.
+    pending: list[Episode] = []
+    stored, last_store = bool(done), time.perf_counter()
     try:
         for _, episodes in results:
             try:
                 reported = reported or _check_success_key(plan, episodes)
             except RealgapError:
-                if mode != "resume" and not done:  # nothing was written: leave no half-made output
+                if mode != "resume" and not stored:  # nothing was written: leave no half-made output
                     shutil.rmtree(out, ignore_errors=True)
                 raise
             new = [ep for ep in episodes if (ep.condition, ep.seed) not in done]  # on resume only the missing
-            writer.append(new)
+            pending += new
             done.update((ep.condition, ep.seed) for ep in new)
             bar.update(len(new))
+            if pending and time.perf_counter() - last_store >= STORE_EVERY_S:
+                writer.append(pending)
+                pending, stored, last_store = [], True, time.perf_counter()
+        if pending:
+            writer.append(pending)
     finally:
         results.close()  # a generator: stops the workers if we leave early (error, Ctrl-C)
         bar.close()
