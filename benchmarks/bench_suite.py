@@ -42,6 +42,7 @@ from realgap.evaluation.executors import _single_thread  # noqa: E402
 from realgap.evaluation.plan import build_plan  # noqa: E402
 from realgap.evaluation.policy_loader import load_policy  # noqa: E402
 from realgap.evaluation import store as store_mod  # noqa: E402
+from realgap.evaluation import suite as suite_mod  # noqa: E402
 from realgap.evaluation.store import open_store  # noqa: E402
 from realgap.evaluation.suite import run_suite  # noqa: E402
 
@@ -86,13 +87,14 @@ def isolated_limit(out: Path, overrides: list[str]) -> tuple[float, float]:
 
 
 class Timeline:
-    """When each group was stored during one suite run."""
+    """When each group's episodes reached the main process, and when they were stored, in one suite run."""
 
     def __init__(self):
+        self.arrived: list[float] = []
         self.stored: list[float] = []
 
     def __enter__(self):
-        self._append = store_mod.EpisodeWriter.append
+        self._append, self._execute = store_mod.EpisodeWriter.append, suite_mod.execute
         timeline = self
 
         def append(writer, episodes):
@@ -100,11 +102,16 @@ class Timeline:
             timeline.stored.append(time.perf_counter())
             return out
 
-        store_mod.EpisodeWriter.append = append
+        def execute(*args, **kwargs):
+            for result in timeline._execute(*args, **kwargs):
+                timeline.arrived.append(time.perf_counter())
+                yield result
+
+        store_mod.EpisodeWriter.append, suite_mod.execute = append, execute
         return self
 
     def __exit__(self, *exc):
-        store_mod.EpisodeWriter.append = self._append
+        store_mod.EpisodeWriter.append, suite_mod.execute = self._append, self._execute
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -126,18 +133,23 @@ def timed_suite(out: Path, seeds: int, workers: int) -> dict:
     before = {p: cpu_seconds(p) for p in (pool.pids() if pool else [])}
     main0 = time.process_time()
     with Timeline() as timeline:
-        t0 = time.perf_counter()
         secs, n = suite(out, f"suite.seeds.n={seeds}", f"workers={workers}")
+        end = time.perf_counter()
+    t0 = end - secs  # run_suite's start
     pool = executors._POOL
     pids = pool.pids()
-    return {"secs": secs, "n": n, "first": timeline.stored[0] - t0 if timeline.stored else float("nan"),
-            "groups": len(timeline.stored), "pids": len(pids), "method": pool.method, "fresh": fresh,
+    arrived = timeline.arrived
+    return {"secs": secs, "n": n, "first": arrived[0] - t0 if arrived else float("nan"), "groups": len(arrived),
+            "stores": len(timeline.stored), "last_alone": arrived[-1] - arrived[-2] if len(arrived) > 1 else 0.0,
+            "after_last": end - arrived[-1] if arrived else 0.0, "pids": len(pids), "method": pool.method,
+            "fresh": fresh,
             "main_cpu": time.process_time() - main0, "workers_cpu": sum(cpu_seconds(p) - before.get(p, 0.0) for p in pids)}
 
 
 def cold_suite(out: Path, seeds: int, workers: int) -> dict:
-    """``timed_suite`` in a fresh process (a fresh pool, as ``realgap suite`` starts one); import time excluded."""
-    code = ("import json, sys; sys.argv = ['bench_suite']; import bench_suite as b; "
+    """``timed_suite`` in a fresh process (a fresh pool, as ``realgap suite`` starts one). The modules this
+    process has loaded are imported first, so import time is excluded as in the warm runs."""
+    code = ("import json, sys; sys.argv = ['bench_suite']; import torch, realgap.policies, bench_suite as b; "
             f"print('RESULT', json.dumps(b.timed_suite(b.Path({str(out)!r}), {seeds}, {workers})))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
                           check=False)
@@ -162,8 +174,10 @@ def scaling(root: Path, seeds: int, workers: list[int], rounds: int) -> None:
                 times.setdefault((kind, w), []).append(m["secs"])
                 print(f"[3] round {r + 1}, {kind}: {m['n']} episodes, {w} worker(s) ({m['method']}, "
                       f"{'fresh' if m['fresh'] else 'reused'} pool): {m['secs']:.1f} s = "
-                      f"{60 * m['n'] / m['secs']:.1f} episodes/min; first group stored after {m['first']:.1f} s; "
-                      f"{m['groups']} groups; worker processes: {m['pids']}; CPU s: main {m['main_cpu']:.1f}, "
+                      f"{60 * m['n'] / m['secs']:.1f} episodes/min; first group back after {m['first']:.1f} s; "
+                      f"{m['groups']} groups in {m['stores']} stores; last group alone ~{m['last_alone']:.2f} s, "
+                      f"then {m['after_last']:.2f} s to the end; worker processes: {m['pids']}; "
+                      f"CPU s: main {m['main_cpu']:.1f}, "
                       f"workers {m['workers_cpu']:.1f} (= {(m['main_cpu'] + m['workers_cpu']) / m['secs']:.2f} cores "
                       f"busy); {load_average()}", flush=True)
     executors.shutdown_pool()
