@@ -1,13 +1,14 @@
 """Inference cost of one replan (sample_chunks) at K = 1, 8, 32 samples for one observation.
 
-    python benchmarks/bench_policy.py [--checkpoint DIR [DIR ...]] [--threads 1] [--repeats 30] [--module-path]
+    python benchmarks/bench_policy.py [--checkpoint DIR [DIR ...]] [--threads 1] [--repeats 30] [--module-path] [--gemm-floor]
 
 Without a checkpoint it builds the default state policy (conf/policy/diffusion_state_oracle.yaml) with random
 weights and a synthetic observation: cost depends on the architecture only. Targets (one core): K=1 <= 12 ms
 per replan (state policy) and K=8 <= 1.5x K=1. Every (checkpoint, K) pair is timed interleaved in one run,
 so a change in machine load hits them all alike; the same thread count is used for every K.
 --module-path also times the previous sampling path (the U-Net's modules, not ``networks.UnetSampler``),
-interleaved with the current one.
+interleaved with the current one. --gemm-floor times the sampler's GEMMs alone (the same operands, replayed)
+for one replan at each K: what K=8 costs over K=1 even if every other op cost nothing extra.
 """
 
 from __future__ import annotations
@@ -63,6 +64,33 @@ def sampling_path(path: str):
         ConditionalUnet1D.sampler = current
 
 
+def gemm_seconds(policy: DiffusionPolicy, obs: dict, k: int, repeats: int) -> float:
+    """Median time of one replan's sampler GEMMs alone: record one DDIM step's operands (every step has the same
+    shapes), then replay them once per step; operands stay in cache as they are when the sampler makes them."""
+    calls, addmm = [], torch.addmm
+
+    def record(bias, a, w):
+        calls.append((bias, a, w))
+        return addmm(bias, a, w)
+
+    torch.addmm = record  # the sampler's convs call torch.addmm; nn.Linear layers (encoders) do not
+    try:
+        policy.sample_chunks(obs, k, seed=0)
+    finally:
+        torch.addmm = addmm
+    steps = int(policy.config["num_inference_steps"])
+    step = calls[: len(calls) // steps]
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                for bias, a, w in step:
+                    addmm(bias, a, w)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", nargs="*", default=None, help="one or more checkpoint folders, timed in one run")
@@ -71,6 +99,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--ks", default="1,8,32", help="numbers of samples per replan; the first is the reference")
     ap.add_argument("--module-path", action="store_true", help="also time the previous (module) sampling path")
+    ap.add_argument("--gemm-floor", action="store_true", help="also time the sampler's GEMMs alone at each K")
     args = ap.parse_args()
     paths = ["sampler", "module"] if args.module_path else ["sampler"]
     torch.set_num_threads(args.threads)
@@ -105,6 +134,10 @@ def main() -> None:
             if 1 in ks and 8 in ks:
                 print(f"  targets{label}: K=1 {med[1]:.1f} ms (<= 12 ms: {'met' if med[1] <= 12 else 'NOT met'}); "
                       f"K=8 / K=1 = {med[8] / med[1]:.2f} (<= 1.5: {'met' if med[8] / med[1] <= 1.5 else 'NOT met'})")
+        if args.gemm_floor and 1 in ks and 8 in ks:
+            g1, g8 = (1000 * gemm_seconds(p, obs[i], k, args.repeats) for k in (1, 8))
+            k1 = 1000 * float(np.median(times[(i, "sampler", 1)]))
+            print(f"  GEMMs alone: K=1 {g1:.2f} ms, K=8 {g8:.2f} ms per replan -> floor K=8 / K=1 >= {(k1 + g8 - g1) / k1:.2f}")
     print(f"load avg {os.getloadavg()[0]:.1f} (end)")
 
 
