@@ -341,7 +341,8 @@ def _randomize_norms(module, seed=0):
                 m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=g))
 
 
-@pytest.mark.parametrize("down_dims,kernel,horizon", [([16, 32], 3, 16), ([16, 32, 64], 5, 16), ([8, 16, 32], 3, 8)])
+@pytest.mark.parametrize("down_dims,kernel,horizon", [([16, 32], 3, 16), ([16, 32, 64], 5, 16), ([8, 16, 32], 3, 8),
+                                                       ([16], 3, 16), ([8, 16], 7, 16)])
 def test_unet_sampler_equals_the_module_path(dataset, down_dims, kernel, horizon):
     """One denoising step of the time-major sampler against torch's own Conv1d / ConvTranspose1d /
     GroupNorm / Mish modules (no_grad = the module path), for 1 and 5 chunks: equal to float32 rounding."""
