@@ -189,10 +189,13 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
     reported = False
     # Finished groups are stored together at most STORE_EVERY_S apart: each append costs the main process
     # ~30-50 ms of CPU whatever its size, CPU the workers need when there are as many workers as cores.
+    # Once fewer groups are left than workers, a core is idle: each group is stored as it comes.
     pending: list[Episode] = []
     stored, last_store = bool(done), time.perf_counter()
+    left = len(todo)
     try:
         for _, episodes in results:
+            left -= 1
             try:
                 reported = reported or _check_success_key(plan, episodes)
             except RealgapError:
@@ -203,7 +206,7 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
             pending += new
             done.update((ep.condition, ep.seed) for ep in new)
             bar.update(len(new))
-            if pending and time.perf_counter() - last_store >= STORE_EVERY_S:
+            if pending and (time.perf_counter() - last_store >= STORE_EVERY_S or left < workers):
                 writer.append(pending)
                 pending, stored, last_store = [], True, time.perf_counter()
         if pending:
