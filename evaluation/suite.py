@@ -34,7 +34,7 @@ from .plan import Plan, build_plan
 from .rollout import FAULT_REASONS, Episode, _Recorder
 
 
-STORE_EVERY_S = 1.0  # finished episodes wait at most this long to be stored (a kill loses no more)
+STORE_EVERY_S = 2.0  # finished episodes wait at most this long to be stored (a kill loses no more)
 
 
 def _plain(cfg) -> dict:
@@ -188,7 +188,8 @@ def run_suite(cfg, resume: bool = False, overwrite: bool = False, progress: bool
                       n_workers if executor == "local" else min(workers, max(1, len(todo))), cfg.get("ray_address"), key)
     reported = False
     # Finished groups are stored together at most STORE_EVERY_S apart: each append costs the main process
-    # ~30-50 ms of CPU whatever its size, CPU the workers need when there are as many workers as cores.
+    # ~60 ms of CPU (zarr rewrites the last chunk of every array), CPU the workers need when there are as
+    # many workers as cores.
     # Once fewer groups are left than workers, a core is idle: each group is stored as it comes.
     pending: list[Episode] = []
     stored, last_store = bool(done), time.perf_counter()
