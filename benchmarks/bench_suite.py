@@ -126,14 +126,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def timed_suite(out: Path, seeds: int, workers: int) -> dict:
+def timed_suite(out: Path, seeds: int, workers: int, *overrides: str) -> dict:
     """One default suite with ``workers`` workers on this process's pool (fresh or reused), measured."""
     pool = executors._POOL if executors._POOL is not None and executors._POOL.workers == workers else None
     fresh = pool is None
     before = {p: cpu_seconds(p) for p in (pool.pids() if pool else [])}
     main0 = time.process_time()
     with Timeline() as timeline:
-        secs, n = suite(out, f"suite.seeds.n={seeds}", f"workers={workers}")
+        secs, n = suite(out, f"suite.seeds.n={seeds}", f"workers={workers}", *overrides)
         end = time.perf_counter()
     t0 = end - secs  # run_suite's start
     pool = executors._POOL
@@ -146,11 +146,11 @@ def timed_suite(out: Path, seeds: int, workers: int) -> dict:
             "main_cpu": time.process_time() - main0, "workers_cpu": sum(cpu_seconds(p) - before.get(p, 0.0) for p in pids)}
 
 
-def cold_suite(out: Path, seeds: int, workers: int) -> dict:
+def cold_suite(out: Path, seeds: int, workers: int, *overrides: str) -> dict:
     """``timed_suite`` in a fresh process (a fresh pool, as ``realgap suite`` starts one). The modules this
     process has loaded are imported first, so import time is excluded as in the warm runs."""
     code = ("import json, sys; sys.argv = ['bench_suite']; import torch, realgap.policies, bench_suite as b; "
-            f"print('RESULT', json.dumps(b.timed_suite(b.Path({str(out)!r}), {seeds}, {workers})))")
+            f"print('RESULT', json.dumps(b.timed_suite(b.Path({str(out)!r}), {seeds}, {workers}, *{list(overrides)!r})))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
                           check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -159,17 +159,17 @@ def cold_suite(out: Path, seeds: int, workers: int) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def scaling(root: Path, seeds: int, workers: list[int], rounds: int) -> None:
+def scaling(root: Path, seeds: int, workers: list[int], rounds: int, *overrides: str) -> None:
     """The default suite (all conditions, ``seeds`` seeds) with each worker count, ``rounds`` times
     interleaved, cold (a fresh process and pool) and warm (this process's pool, reused after a first
     suite); prints each run and the speed-up over the first worker count."""
     times: dict[tuple[str, int], list[float]] = {}
     for r in range(rounds):
         for w in workers:
-            runs = [("cold", cold_suite(root / f"w{w}", seeds, w))]
+            runs = [("cold", cold_suite(root / f"w{w}", seeds, w, *overrides))]
             executors.shutdown_pool()
-            timed_suite(root / f"w{w}", seeds, w)  # starts this process's pool
-            runs.append(("warm", timed_suite(root / f"w{w}", seeds, w)))
+            timed_suite(root / f"w{w}", seeds, w, *overrides)  # starts this process's pool
+            runs.append(("warm", timed_suite(root / f"w{w}", seeds, w, *overrides)))
             for kind, m in runs:
                 times.setdefault((kind, w), []).append(m["secs"])
                 print(f"[3] round {r + 1}, {kind}: {m['n']} episodes, {w} worker(s) ({m['method']}, "
@@ -208,6 +208,7 @@ def main() -> None:
     ap.add_argument("--parts", default="1234", help="which figures to measure, e.g. 234")
     ap.add_argument("--workers", default="1,2", help="worker counts for part 3 (first = the baseline)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of part 3")
+    ap.add_argument("--batch-envs", type=int, default=None, help="part 3 with this suite.batch_envs (group size)")
     args = ap.parse_args()
     root = Path(args.out)
     cores = len(os.sched_getaffinity(0))
@@ -226,7 +227,8 @@ def main() -> None:
               f"policy alone {pol_s:.1f} s -> limit/suite = {100 * (env_s + pol_s) / secs:.1f}% (target >= 90%)")
 
     if "3" in args.parts:
-        scaling(root, args.seeds, [int(w) for w in args.workers.split(",")], args.rounds)
+        extra = [f"suite.batch_envs={args.batch_envs}"] if args.batch_envs else []
+        scaling(root, args.seeds, [int(w) for w in args.workers.split(",")], args.rounds, *extra)
     if "4" not in args.parts:
         return
 
