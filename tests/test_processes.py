@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_eval_fakes import fake_suite_args
 
 SLOW_ENV = "{obs_mode:state,step_sleep:0.02}"
