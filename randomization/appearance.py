@@ -33,6 +33,10 @@ def _texture_names(model) -> list[str]:
 
 def bind(model, scene, cfg):
     geoms = match(cfg["geoms"], names(model, mujoco.mjtObj.mjOBJ_GEOM, model.ngeom), scene.geoms if scene else ())
+    # A geom with a material is drawn in the material's colour only while its own rgba keeps MuJoCo's
+    # default (0.5 0.5 0.5 1): offsetting it would switch the renderer to that grey. Its colour is
+    # randomized through its material instead.
+    geoms = [i for i in geoms if model.geom_matid[i] < 0]
     mats = match(cfg["materials"], names(model, mujoco.mjtObj.mjOBJ_MATERIAL, model.nmat))
     # By-reference textures (tex_adr == -1) have no pixels in the model to change.
     texs = [i for i in match(cfg["textures"], _texture_names(model)) if model.tex_adr[i] >= 0]
