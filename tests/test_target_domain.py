@@ -26,7 +26,7 @@ ID = "realgap/PlaceInReceptacle-v0"
 SEED = 4
 TARGET = load("target_lab")
 AX = TARGET["axes"]
-FIELDS = ("light_pos", "light_dir", "light_diffuse", "light_ambient", "geom_rgba", "mat_rgba", "tex_data",
+FIELDS = ("light_pos", "light_dir", "light_diffuse", "light_ambient", "geom_rgba", "geom_matid", "mat_rgba", "tex_data",
           "cam_pos", "cam_quat", "cam_fovy", "geom_friction", "body_mass", "body_inertia", "body_subtreemass",
           "dof_damping", "actuator_gainprm", "actuator_biasprm")
 
@@ -72,9 +72,14 @@ def test_lighting_moved_and_dimmed(pair):
 def test_colours_and_textures(pair):
     nom, got = pair
     cfg = AX["appearance"]
-    for f in ("geom_rgba", "mat_rgba"):
-        np.testing.assert_allclose(got[f][:, :3], np.clip(nom[f][:, :3] + _v(cfg["rgba_offset"]), 0, 1), atol=1e-6)
-        np.testing.assert_array_equal(got[f][:, 3], nom[f][:, 3])
+    # geoms drawn in their material's colour are coloured through the material (randomization/appearance.py)
+    plain = nom["geom_matid"] < 0
+    assert plain.any() and (~plain).any()
+    np.testing.assert_array_equal(got["geom_rgba"][~plain], nom["geom_rgba"][~plain])
+    shifted = {"geom_rgba": got["geom_rgba"][plain], "mat_rgba": got["mat_rgba"]}
+    for f, before in (("geom_rgba", nom["geom_rgba"][plain]), ("mat_rgba", nom["mat_rgba"])):
+        np.testing.assert_allclose(shifted[f][:, :3], np.clip(before[:, :3] + _v(cfg["rgba_offset"]), 0, 1), atol=1e-6)
+        np.testing.assert_array_equal(shifted[f][:, 3], before[:, 3])
     gain = _v(cfg["texture_gain"])
     assert np.abs(got["tex_data"].astype(float) - np.rint(nom["tex_data"] * gain)).max() <= 1  # 8-bit rounding
     assert got["tex_data"].astype(float).mean() < 0.75 * nom["tex_data"].astype(float).mean()
