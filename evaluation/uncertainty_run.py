@@ -534,8 +534,10 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     from .suite import run_suite
 
     cal_suite = json.loads(json.dumps(saved))
+    # scoring re-encodes observations: an image policy's calibration episodes must keep their frames
+    needs_frames = any(k.startswith("image_") for k in scorer.keys)
     cal_suite.update(name=f"{saved.get('name', 'suite')}-calibration", seeds={"start": c_start, "n": c_n},
-                     record_chunks=True, record_frames="none")
+                     record_chunks=True, record_frames="all" if needs_frames else "none")
     pol = cal_suite["policy"] if isinstance(cal_suite["policy"], dict) else {"spec": cal_suite["policy"]}
     cal_suite["policy"] = {"spec": str(ckpt), "kwargs": {**(pol.get("kwargs") or {}), "num_samples": opts["k"]}}
     cal_out = unc / "calibration"
