@@ -121,3 +121,16 @@ def test_bad_input_is_one_line(scored, capsys, tmp_path):
                           f"--calibration={tmp_path / 'other.json'}", f"out={tmp_path / 'o2'}"])
     assert "another policy" in err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_image_policy_calibration_keeps_frames_for_scoring(tmp_path):
+    """Scoring re-encodes observations: the shipped image policy's calibration suite must store its frames
+    (it crashed with a KeyError on data/image_front before)."""
+    out = tmp_path / "image"
+    assert main(["suite", "suite=image", f"out={out}", "conditions=[nominal]", "suite.seeds.n=2", "suite.batch_envs=2",
+                 "executor=inline", "suite.record_chunks=true", f"+suite.policy.kwargs.num_samples={K}",
+                 "suite.record_frames=all", "report.enabled=false"]) == 0
+    assert main(["uncertainty", f"out={out}", *CAL]) == 0
+    cal = ReplayBuffer.open(out / "uncertainty" / "calibration" / "episodes.zarr", mode="r")
+    assert "image_front" in cal.keys and "chunks" in cal.keys
+    assert _load(out / "uncertainty" / "calibration.json")["n"] >= 1
