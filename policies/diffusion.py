@@ -159,7 +159,7 @@ class DiffusionPolicy(nn.Module):
                 if aux["ee_key"] not in self.state_keys or len(aux["ee_dims"]) != npos:
                     raise RealgapError("policy.image_aux: ee_key must be a state key and ee_dims match pos_dims")
                 # pair, pair - gripper; with pointers also the gripper's (u, v) and the pair's (u, v) offsets from it
-                aux_in = (2 * self.aux_pair_dim + (self.aux_uv_dim if aux["pointer"] else 0)) * len(self.image_keys)
+                aux_in = (2 * self.aux_pair_dim + self.aux_uv_dim) * len(self.image_keys)
         self.aux_as_input = self.aux and bool(aux["as_input"])
         if self.state_keys:
             state_dim = sum(int(np.prod(self.shapes[k])) for k in self.state_keys) + aux_in
@@ -340,10 +340,13 @@ class DiffusionPolicy(nn.Module):
         raw = obs[aux["label_key"]].float().flatten(2)
         rows = raw.reshape(*raw.shape[:2], -1, int(aux["row_dim"]))  # (B, T, R, row_dim)
         pos = rows[..., aux["pos_dims"]] * float(aux["scale"])
-        w = named_row_weights(obs["instructions"], [str(n).lower() for n in aux["row_names"]], 2).to(raw.device)
-        pair = torch.einsum("bqr,btrd->btqd", w, pos).flatten(2)
+        pair = torch.einsum("bqr,btrd->btqd", self._named_pair_weights(obs).to(raw.device), pos).flatten(2)
         dense = torch.cat([rows[..., :1], pos], dim=-1).flatten(2)
         return torch.cat([pair, dense], dim=-1)
+
+    def _named_pair_weights(self, obs: Mapping[str, Any]) -> torch.Tensor:
+        """(B, 2, R): the label rows of the object and the receptacle each instruction names."""
+        return named_row_weights(obs["instructions"], [str(n).lower() for n in self.config["image_aux"]["row_names"]], 2)
 
     def aux_loss_of(self, images: dict, obs: Mapping[str, Any]) -> torch.Tensor:
         aux = self.config["image_aux"]
@@ -365,7 +368,7 @@ class DiffusionPolicy(nn.Module):
         log_att = maps["log_att"].float()                         # (N, Q, h, w), N = B * T; Q: object, receptacle, gripper
         n, q, h, w = log_att.shape
         px = obs[f"pixels:{key}"].float()                         # (B, T, R + 1, 2) col, row; last: the gripper
-        wts = named_row_weights(obs["instructions"], [str(r).lower() for r in self.config["image_aux"]["row_names"]], 2)
+        wts = self._named_pair_weights(obs)
         wts = torch.cat([torch.cat([wts, torch.zeros(*wts.shape[:2], 1)], -1),
                          F.one_hot(torch.tensor([px.shape[2] - 1]), px.shape[2]).float().expand(wts.shape[0], 1, -1)], 1).to(px.device)
         named = torch.einsum("bqr,btrd->btqd", wts, px).reshape(n, q, 2)

@@ -120,6 +120,7 @@ class FiLMImageEncoder(nn.Module):
         # gripper, read out as expected image coordinates (u, v) and attended features -> the named pair's
         # positions. aux = [pair positions (2 * pointer_dim), (u, v) of each pointer (2 * pointers), dense].
         self.pointer = InstructionPointer(c_in, instr_dim, pointers, pointer_dim) if pointers else None
+        self.pointer_dim = pointer_dim
         n_in = 2 * num_kp + (self.pointer.feature_dim if pointers else 0)
         self.out = nn.Sequential(nn.Linear(n_in, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
         n_dense = aux_dim - (2 * pointer_dim + 2 * pointers if pointers else 0)
@@ -136,7 +137,9 @@ class FiLMImageEncoder(nn.Module):
         if self.pointer is None:
             return (self.out(kp), aux, None) if with_maps else (self.out(kp), aux)
         where, uv, feats, log_att = self.pointer(h, instr)
-        feat, aux = self.out(torch.cat([kp, feats], dim=-1)), torch.cat([where[:, : 2 * where.shape[1] // self.pointer.n_queries], uv, aux], dim=-1)
+        # the pair's positions only: the gripper's is read out too (one batched read, bit-stable) but unused
+        pair = where[:, : 2 * self.pointer_dim]
+        feat, aux = self.out(torch.cat([kp, feats], dim=-1)), torch.cat([pair, uv, aux], dim=-1)
         return (feat, aux, log_att) if with_maps else (feat, aux)
 
 

@@ -24,7 +24,7 @@ from realgap.data.dataset import DemoDataset
 from realgap.errors import RealgapError
 from realgap.outputs import prepare_dir
 from realgap.policies.checkpoint import load_train_state, save_policy, save_train_state
-from realgap.policies.diffusion import EMA, DiffusionPolicy
+from realgap.policies.diffusion import DEFAULTS, EMA, DiffusionPolicy
 from realgap.policies.executor import RecedingHorizonExecutor
 from realgap.policies.rollout import rollout_success
 from realgap.seeding import derive_seed, stream
@@ -167,10 +167,10 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
                           val_ratio=float(t.val_ratio), seed=int(t.seed), max_episodes=t.get("max_episodes"),
                           presence_rows=presence_rows(policy_cfg), row_kinds=row_kinds(policy_cfg))
     if aux.get("enabled") and aux.get("pointer"):  # where the named items are in each frame (training labels)
+        aux = {**DEFAULTS["image_aux"], **aux}
         for k in policy_cfg["image_keys"]:
-            dataset.add_pixel_labels(k, aux.get("label_key", "object_state"), int(aux.get("row_dim", 6)),
-                                     aux.get("pos_dims", [1, 2, 3]),
-                                     ee=(aux.get("ee_key", "proprio"), aux.get("ee_dims", [0, 1, 2])))
+            dataset.add_pixel_labels(k, aux["label_key"], int(aux["row_dim"]), aux["pos_dims"],
+                                     ee=(aux["ee_key"], aux["ee_dims"]))
     prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)
