@@ -125,6 +125,39 @@ def cache_image_features(policy: DiffusionPolicy, dataset: DemoDataset, chunk: i
         dataset.obs_keys = [o for o in dataset.obs_keys if o != label]
 
 
+def train_step(policy: DiffusionPolicy, ema: EMA, opt: torch.optim.Optimizer, dataset: DemoDataset, seed: int,
+               step: int, batch_size: int, amp: bool, frame_pool: np.ndarray | None = None) -> float:
+    """One optimizer step; its batch and noise are the named streams of (seed, step). ``frame_pool``: the
+    encoder phase (single frames, the auxiliary position loss only), else the diffusion loss on windows.
+    Returns the loss; a non-finite loss leaves weights, optimizer and EMA untouched."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "train_noise", step))
+    policy.train()
+    with torch.autocast(device_type=policy.device.type, dtype=torch.bfloat16, enabled=amp):
+        if frame_pool is not None:
+            picks = frame_pool[stream(seed, "train_frames", step).integers(0, len(frame_pool), batch_size)]
+            loss = policy.encoder_loss(dataset.frames(picks), g)
+        else:
+            windows = stream(seed, "train_batch", step).integers(0, len(dataset.train), batch_size)
+            loss = policy.compute_loss(dataset.batch(dataset.train, windows), g)
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    ema.update(policy)
+    return value
+
+
+def freeze_encoder(policy: DiffusionPolicy, ema: EMA, dataset: DemoDataset) -> None:
+    """End of the encoder phase (train.freeze_encoder): freeze it, copy it into the EMA model (so rollouts
+    use the encoder the cached features came from) and cache its features for every frame."""
+    for m_raw, m_ema in zip(frozen_modules(policy), frozen_modules(ema.model)):
+        m_raw.requires_grad_(False)
+        m_ema.load_state_dict(m_raw.state_dict())
+    cache_image_features(policy, dataset)
+
+
 def rollout_rate(model: DiffusionPolicy, cfg: DictConfig) -> float:
     from realgap.data.collect import make_env
 
@@ -152,12 +185,10 @@ def row_kinds(policy_cfg) -> dict[str, list[str]]:
     return {ra["key"]: ["receptacle" if n in RECEPTACLE_NAMES else "object" for n in names]}
 
 
-def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
-    validate(cfg)
+def load_dataset(cfg: DictConfig, policy_cfg: dict) -> DemoDataset:
+    """The demos the policy trains on: its observation keys, plus (image policies with image_aux) the
+    privileged labels and the items' pixels, which only the training losses read."""
     t = cfg.train
-    out = Path(cfg.out_dir)
-    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    device = resolve_device(t.get("device", "auto"))
     keys = [*policy_cfg["state_keys"], *policy_cfg["image_keys"]]
     aux = policy_cfg.get("image_aux") or {}
     if policy_cfg.get("image_keys") and aux.get("enabled"):  # privileged training labels, never a policy input
@@ -171,15 +202,32 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
         for k in policy_cfg["image_keys"]:
             dataset.add_pixel_labels(k, aux["label_key"], int(aux["row_dim"]), aux["pos_dims"],
                                      ee=(aux["ee_key"], aux["ee_dims"]))
-    prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
-    torch.set_num_threads(int(t.torch_threads))
-    seed = int(t.seed)
+    return dataset
+
+
+def init_policy(policy_cfg: dict, dataset: DemoDataset, seed: int, device: torch.device) -> DiffusionPolicy:
+    """The seeded initial policy on ``device``; on a GPU the dataset moves there too, so that batches
+    are gathered on the device and the loader never starves it."""
     with torch.random.fork_rng():  # initialisation draws from torch's global RNG: seed it, then restore it
         torch.manual_seed(derive_seed(seed, "policy_init"))
         policy = DiffusionPolicy(policy_cfg, dataset.shapes(), dataset.normalizer, dataset.tokenizer)
     policy.to(device)
     if device.type == "cuda":
-        dataset.to_device(device)  # a few hundred MB at most: batches are gathered on the GPU
+        dataset.to_device(device)  # a few hundred MB at most
+    return policy
+
+
+def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
+    validate(cfg)
+    t = cfg.train
+    out = Path(cfg.out_dir)
+    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
+    device = resolve_device(t.get("device", "auto"))
+    dataset = load_dataset(cfg, policy_cfg)
+    prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
+    torch.set_num_threads(int(t.torch_threads))
+    seed = int(t.seed)
+    policy = init_policy(policy_cfg, dataset, seed, device)
     ema = EMA(policy, power=float(t.ema_power))
     opt = torch.optim.AdamW(policy.parameters(), lr=float(t.lr), betas=tuple(t.betas), weight_decay=float(t.weight_decay))
     start, rows = 0, []
@@ -201,11 +249,7 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     for step in bar:
         encoder_phase = step < pre
         if not encoder_phase and freeze and not cached:
-            # the encoder is done: freeze it (the EMA copy too, so rollouts see the cached features' encoder)
-            for m_raw, m_ema in zip(frozen_modules(policy), frozen_modules(ema.model)):
-                m_raw.requires_grad_(False)
-                m_ema.load_state_dict(m_raw.state_dict())
-            cache_image_features(policy, dataset)
+            freeze_encoder(policy, ema, dataset)
             cached = True
         if encoder_phase:
             lr = lr_at(step, float(t.get("encoder_lr") or t.lr), int(t.warmup_steps), pre)
@@ -213,24 +257,13 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
             lr = lr_at(step - pre, float(t.lr), int(t.warmup_steps), total - pre)
         for group in opt.param_groups:
             group["lr"] = lr
-        g = torch.Generator().manual_seed(derive_seed(seed, "train_noise", step))
-        policy.train()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            if encoder_phase:  # single frames: the auxiliary position loss of the image encoder only
-                picks = frame_pool[stream(seed, "train_frames", step).integers(0, len(frame_pool), int(t.batch_size))]
-                loss = policy.encoder_loss(dataset.frames(picks), g)
-            else:
-                windows = stream(seed, "train_batch", step).integers(0, len(dataset.train), int(t.batch_size))
-                loss = policy.compute_loss(dataset.batch(dataset.train, windows), g)
-        if not torch.isfinite(loss):
+        loss = train_step(policy, ema, opt, dataset, seed, step, int(t.batch_size), amp,
+                          frame_pool if encoder_phase else None)
+        if not math.isfinite(loss):
             bar.close()
             kept = f"last good checkpoint kept in {out}" if (out / "model.safetensors").exists() else "no checkpoint written"
-            raise RealgapError(f"train: loss is {loss.item()} at step {step} (try a lower train.lr); {kept}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(policy)
-        running.append(loss.item())
+            raise RealgapError(f"train: loss is {loss} at step {step} (try a lower train.lr); {kept}")
+        running.append(loss)
         bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
         done = step + 1
         if done % int(t.val_every) == 0 or done == total:
