@@ -40,6 +40,15 @@ RUNS = {
 }
 DEVICE = "cuda"
 BENCH_STEPS = 25
+BF16 = "true"
+# --plan encoders: the encoder phase alone, long and with big batches (the phase a CPU is slow at: ~6 steps/s
+# on 2 cores vs ~40 on the GPU), stopped one step into the head phase; the heads then train on the CPU by
+# ``realgap train --resume`` with the full train.steps (the head phase runs as fast there as on the GPU).
+ENCODER_RUNS = {
+    "enc_full_b256": ("diffusion_image", 256, 4000, 4001, 0, ["train.encoder_lr=1e-3", "train.freeze_encoder=true"]),
+    "enc_full_b128_s1": ("diffusion_image", 128, 5000, 5001, 1, ["train.encoder_lr=1e-3", "train.freeze_encoder=true"]),
+    "enc_small_b256": ("diffusion_image_small", 256, 6000, 6001, 0, ["train.encoder_lr=1e-3", "train.freeze_encoder=true"]),
+}
 SHARE = 0.35  # assumed fraction of its solo speed each run keeps while all of them share the GPU
 
 
@@ -133,6 +142,7 @@ def train_all(data: str, work: Path, fitted: dict, deadline: float) -> dict:
                f"out_dir={work / name}", f"train.device={DEVICE}", f"train.batch_size={batch}", f"train.steps={total}", f"train.seed={seed}",
                f"train.encoder_pretrain_steps={enc}", "train.rollout_every=0",
                f"train.val_every={min(1000, max(10, total // 4))}", f"train.checkpoint_every={min(2000, max(10, total // 2))}",
+               f"train.bf16={BF16}",
                *extra]
         log("$ " + " ".join(cmd))
         procs[name] = subprocess.Popen(cmd, stdout=open(work / f"{name}.log", "w"), stderr=subprocess.STDOUT)
@@ -157,7 +167,8 @@ def pack(work: Path, out: Path, status: dict, fitted: dict) -> None:
             continue
         curve = json.loads((run / "curve.json").read_text()) if (run / "curve.json").exists() else []
         with tarfile.open(out / f"{name}.tar.gz", "w:gz") as tar:
-            for f in ("model.safetensors", "policy.json", "curve.json", "curve.csv"):
+            for f in ("model.safetensors", "policy.json", "curve.json", "curve.csv", "train_state.json",
+                      "train_state.safetensors"):
                 if (run / f).exists():
                     tar.add(run / f, arcname=f"{name}/{f}")
             tar.add(work / f"{name}.log", arcname=f"{name}/train.log")
@@ -173,9 +184,11 @@ def main() -> None:
     ap.add_argument("--deadline-s", type=float, default=520.0, help="from the script's start: training stops here")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the whole script on this machine")
     ap.add_argument("--bench-steps", type=int, default=25)
+    ap.add_argument("--plan", choices=["candidates", "encoders"], default="candidates")
+    ap.add_argument("--bf16", choices=["true", "false"], default="true", help="train.bf16 of the runs")
     args = ap.parse_args()
-    global DEVICE, BENCH_STEPS
-    DEVICE, BENCH_STEPS = args.device, args.bench_steps
+    global DEVICE, BENCH_STEPS, BF16
+    DEVICE, BENCH_STEPS, BF16 = args.device, args.bench_steps, args.bf16
     out, work = Path(args.out).resolve(), Path("/tmp/gpu_session")
     data = str(Path(args.data).resolve())
     out.mkdir(parents=True, exist_ok=True)
@@ -184,12 +197,17 @@ def main() -> None:
     deadline = T0 + args.deadline_s
     if DEVICE == "cuda":
         subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"])
-    if not smoke(data, work):
+    if args.plan == "candidates" and not smoke(data, work):
         with tarfile.open(out / "session.tar.gz", "w:gz") as tar:
             tar.add(work / "smoke.log", arcname="session/smoke.log")
         sys.exit(1)
-    rates = bench(data, work, out)
-    fitted = plan(rates, deadline - time.time() - 15)
+    if args.plan == "encoders":
+        RUNS.clear()
+        RUNS.update(ENCODER_RUNS)
+        rates, fitted = {}, {n: (r[2], r[3], 0.0) for n, r in RUNS.items()}
+    else:
+        rates = bench(data, work, out)
+        fitted = plan(rates, deadline - time.time() - 15)
     status = train_all(data, work, fitted, deadline)
     pack(work, out, status, fitted)
     (work / "session.json").write_text(json.dumps({"status": status, "fitted": fitted,

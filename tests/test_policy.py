@@ -426,3 +426,16 @@ def test_sampler_weight_cache_follows_weight_changes(dataset):
         m.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
     again = p.sample_chunks(obs, 2, seed=[1])
     assert not np.allclose(again, after) and np.array_equal(again, fresh.sample_chunks(obs, 2, seed=[1]))
+
+
+def test_gather_crops_equal_slice_crops():
+    """Training crops on a GPU (one gather) must be the CPU's crops (a slice per image), pixel for pixel."""
+    from realgap.policies.diffusion import gather_crops, slice_crops
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(37, 3, 64, 64, generator=g)
+    tops, lefts = torch.randint(0, 7, (37,), generator=g), torch.randint(0, 7, (37,), generator=g)
+    a, b = slice_crops(img, tops, lefts, 58), gather_crops(img, tops, lefts, 58)
+    assert a.shape == b.shape == (37, 3, 58, 58)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, slice_crops(img, lefts, tops, 58))  # offsets matter (rows vs columns)
