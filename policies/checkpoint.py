@@ -113,15 +113,17 @@ def _load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], whe
 
 
 def load_policy(path: str | Path, num_samples: int = 1, n_action_steps: int | None = None, on_chunk=None,
-                observation_space=None, action_space=None):
+                observation_space=None, action_space=None, chunk_choice: str = "first"):
     """A checkpoint as a protocol policy (reset/act): the receding-horizon executor over its EMA weights.
 
-    ``num_samples`` K chunks are drawn per replan (sample 0 is executed); the raw model is ``.policy``.
+    ``num_samples`` K chunks are drawn per replan (sample 0 is executed, or with ``chunk_choice="medoid"``
+    the samples' medoid); the raw model is ``.policy``.
     """
     from realgap.policies.executor import RecedingHorizonExecutor
 
     model = load_diffusion(path, observation_space, action_space)
-    return RecedingHorizonExecutor(model, num_samples=num_samples, n_action_steps=n_action_steps, on_chunk=on_chunk)
+    return RecedingHorizonExecutor(model, num_samples=num_samples, n_action_steps=n_action_steps, on_chunk=on_chunk,
+                                   chunk_choice=chunk_choice)
 
 
 def load_diffusion(path: str | Path, observation_space=None, action_space=None) -> DiffusionPolicy:

@@ -2,7 +2,8 @@
 
 Each slot keeps its last ``n_obs_steps`` observations (the first one repeated at the start, as the
 training sampler pads). When a slot's action queue is empty it replans: all such slots go into ONE
-``sample_chunks`` call; the slot executes ``n_action_steps`` actions of sample 0, starting at the
+``sample_chunks`` call; the slot executes ``n_action_steps`` actions of sample 0 (``chunk_choice="medoid"``:
+of the medoid of the K samples' executed parts), starting at the
 current step (``pred[To-1 : To-1+Ta]``). The noise of replan r of the episode with seed s derives
 from ``(s, "policy_noise", r)`` only, so an episode's actions never depend on the batch it ran in.
 
@@ -53,11 +54,25 @@ def sample_at(policy: DiffusionPolicy, steps: dict[str, np.ndarray], instruction
     return policy.sample_chunks(batch, num_samples=int(num_samples), seed=seeds)
 
 
+CHUNK_CHOICES = ("first", "medoid")
+
+
+def medoid(chunks: np.ndarray) -> int:
+    """Index of the chunk (K, T, A) with the smallest summed distance to the others: the samples' consensus,
+    which never averages two modes into an action neither would take. Ties go to the lowest index."""
+    flat = chunks.reshape(len(chunks), -1).astype(np.float64)
+    dist = np.sqrt(((flat[:, None] - flat[None]) ** 2).sum(-1)).sum(1)
+    return int(np.argmin(dist))
+
+
 class RecedingHorizonExecutor:
     def __init__(self, policy: DiffusionPolicy, num_samples: int = 1, n_action_steps: int | None = None,
-                 on_chunk: ChunkHook | None = None):
+                 on_chunk: ChunkHook | None = None, chunk_choice: str = "first"):
         self.policy = policy.eval()
         self.num_samples = int(num_samples)
+        if chunk_choice not in CHUNK_CHOICES:
+            raise ValueError(f"chunk_choice: unknown '{chunk_choice}' ({' | '.join(CHUNK_CHOICES)})")
+        self.chunk_choice = chunk_choice
         self.n_action_steps = int(n_action_steps or policy.n_action_steps)
         if not 1 <= self.n_action_steps <= policy.horizon - policy.n_obs_steps + 1:
             raise ValueError(f"n_action_steps must be in [1, {policy.horizon - policy.n_obs_steps + 1}]")
@@ -111,5 +126,6 @@ class RecedingHorizonExecutor:
             self.slot_chunks[s] = c
             if self.on_chunk is not None:
                 self.on_chunk(s, self.steps[s], c)
-            self.queue[s].extend(c[0, start:start + self.n_action_steps])
+            executed = c[:, start:start + self.n_action_steps]
+            self.queue[s].extend(executed[medoid(executed) if self.chunk_choice == "medoid" else 0])
             self.replans[s] += 1

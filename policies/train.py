@@ -237,7 +237,7 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     total = int(t.steps)
     pre = int(t.get("encoder_pretrain_steps", 0) or 0)
     freeze = bool(t.get("freeze_encoder", False))
-    amp = device.type == "cuda" and bool(t.get("bf16", True))
+    amp = device.type == "cuda" and bool(t.get("bf16", False))
     frame_pool = dataset.train_steps() if pre else None
     n_params = sum(p.numel() for p in policy.parameters())
     print(f"train: {len(dataset.train_episodes)} train / {len(dataset.val_episodes)} val episodes, "

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "realgap.policies.train:main", "train a chunked diffusion policy"),
     "suite": ("suite", "realgap.evaluation.suite:main", "run a rollout suite and write its report"),
     "report": ("report", "realgap.evaluation.report:main", "rebuild a suite's report from its episode store"),
+    "compare": ("compare", "realgap.evaluation.compare:main", "two suites paired on their shared seeds, per condition (b - a, McNemar)"),
     "ablate": ("ablate", "realgap.evaluation.ablation_run:main", "leave-one-axis-out DR study: which axis buys transfer, which is a placebo"),
     "grounding": ("grounding", "realgap.evaluation.grounding_run:main", "does the policy follow the named object or a memorized place?"),
     "review": ("review", "realgap.evaluation.review:main", "review flagged episodes in the browser; verdicts to <out>/review/"),
