@@ -95,10 +95,11 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
         if not cfg.get(side):
             raise RealgapError(f"{side}: missing (a suite output folder, e.g. {side}=outputs/suite/default)")
     rows = compare_suites(Path(cfg["a"]), Path(cfg["b"]), int(cfg["bootstrap_seed"]), int(cfg["bootstrap_n"]))
-    print(f"a = {cfg['a']}\nb = {cfg['b']}\n" + format_table(rows))
-    if cfg.get("out"):
-        out = Path(cfg["out"])
+    out = Path(cfg["out"]) if cfg.get("out") else None
+    if out is not None:  # after the inputs proved valid, before anything is printed or written
         prepare_dir(out, resume, overwrite, field="out", marker="compare.json", what="comparison")
+    print(f"a = {cfg['a']}\nb = {cfg['b']}\n" + format_table(rows))
+    if out is not None:
         (out / "compare.json").write_text(json.dumps({"a": str(cfg["a"]), "b": str(cfg["b"]), "rows": rows}, indent=1))
         with open(out / "compare.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
