@@ -128,7 +128,7 @@ def test_image_policy_calibration_keeps_frames_for_scoring(tmp_path):
     (it crashed with a KeyError on data/image_front before)."""
     out = tmp_path / "image"
     assert main(["suite", "suite=image", f"out={out}", "conditions=[nominal]", "suite.seeds.n=2", "suite.batch_envs=2",
-                 "executor=inline", "suite.record_chunks=true", f"+suite.policy.kwargs.num_samples={K}",
+                 "executor=inline", "suite.record_chunks=true", f"++suite.policy.kwargs.num_samples={K}",
                  "suite.record_frames=all", "report.enabled=false"]) == 0
     assert main(["uncertainty", f"out={out}", *CAL]) == 0
     cal = ReplayBuffer.open(out / "uncertainty" / "calibration" / "episodes.zarr", mode="r")
