@@ -66,7 +66,7 @@ def compose(config_name: str, overrides: list[str]):
 
 # Mappings whose keys are the user's to choose (each owner validates them): policy/env kwargs, a suite's
 # named conditions, a randomization config (realgap.randomization validates every key).
-OPEN_KEYS = {"kwargs", "env_kwargs", "conditions", "randomization", "overrides"}
+OPEN_KEYS = {"kwargs", "policy_kwargs", "env_kwargs", "conditions", "randomization", "overrides"}
 # Keys a config group accepts beyond those its yaml lists: "module:NAME" of a dict of defaults.
 EXTRA_KEYS = {"policy": "realgap.policies.diffusion:DEFAULTS"}
 _TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
