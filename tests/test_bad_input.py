@@ -48,6 +48,10 @@ CASES = [
     ("report-bootstrap-zero", lambda p: ["report", f"out={p['done']}", "bootstrap_n=0"], "bootstrap_n"),
     ("report-unknown-key", lambda p: ["report", f"out={p['done']}", "+bogus=1"], "bogus"),
     ("report-missing-store", lambda p: ["report", f"out={p['new']}"], "episodes.zarr"),
+    # policy_kwargs is the loader's mapping: its keys reach the loader, which names a wrong one
+    ("grounding-unknown-policy-kwarg", lambda p: ["grounding", "policy=checkpoints/image_policy_small", "grounding=image",
+                                                  "+policy_kwargs.bogus=1", f"out={p['new']}"], "bogus"),
+    ("compare-missing-suite", lambda p: ["compare", f"a={p['new']}", f"b={p['done']}"], "suite.json"),
     ("suite-unknown-key", lambda p: fake(p, "+suite.bogus=1"), "suite.bogus"),
     ("suite-unknown-top-key", lambda p: fake(p, "+colour=red"), "colour"),
     ("suite-seeds-abc", lambda p: fake(p, "suite.seeds.n=abc"), "suite.seeds.n"),

@@ -294,3 +294,19 @@ def test_suite_elsewhere_rejects_a_held_out_variant_before_writing(tmp_path):
     with pytest.raises(RealgapError, match="'blue cup' is held out of training tasks; only `realgap grounding`"):
         run_suite({"suite": suite, "out": str(tmp_path / "s"), "executor": "inline"}, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_grounding_passes_policy_kwargs_to_the_loader():
+    """`+policy_kwargs.num_samples=16 +policy_kwargs.chunk_choice=medoid` reach the policy (they were rejected as unknown keys)."""
+    from realgap.cli import check_overrides, compose
+    from realgap.evaluation.grounding_run import suite_config
+
+    overrides = ["policy=checkpoints/image_policy_small", "grounding=image",
+                 "+policy_kwargs.num_samples=16", "+policy_kwargs.chunk_choice=medoid"]
+    overrides = [o.replace("policy=", "policy_spec=", 1) if o.startswith("policy=") else o for o in overrides]
+    cfg = compose("grounding", overrides)
+    check_overrides("grounding", overrides, cfg)
+    from omegaconf import OmegaConf
+
+    suite = suite_config(OmegaConf.to_container(cfg, resolve=True))["suite"]
+    assert suite["policy"]["kwargs"] == {"num_samples": 16, "chunk_choice": "medoid"}
