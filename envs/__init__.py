@@ -20,6 +20,16 @@ ENV_IDS = {
     "realgap/PlaceInReceptacleImage-v0": {"obs_mode": "state+image"},  # plus image_front
 }
 DEFAULT_MAX_EPISODE_STEPS = 100
+IMAGE_KEY_PREFIX = "image_"  # camera observations are image_<camera>: suites store them as frames, image policies read them
+
+
+def image_key(camera: str) -> str:
+    return f"{IMAGE_KEY_PREFIX}{camera}"
+
+
+def is_image_key(key: str) -> bool:
+    """A camera observation (also in a foreign env whose keys follow the convention)."""
+    return key.startswith(IMAGE_KEY_PREFIX)
 
 for _id, _kwargs in ENV_IDS.items():
     if _id not in gym.registry:

@@ -36,6 +36,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from realgap.envs import image_key
 from realgap.envs import scene as S
 from realgap.envs.catalogue import ITEM_NAMES, OBJECT_NAMES, OBJECTS, RECEPTACLES, body_name, object_spec, receptacle_spec
 from realgap.envs.tasks import Task, TaskVariant, make_task, object_pool, receptacle_pool
@@ -143,7 +144,7 @@ class PlaceInReceptacleEnv(gym.Env):
             obs["object_state"] = spaces.Box(-np.inf, np.inf, (n_items * OBJECT_ROW,), np.float32)
         if "image" in obs_mode:
             for cam in cameras:
-                obs[f"image_{cam}"] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+                obs[image_key(cam)] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         obs["instruction"] = spaces.Text(INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET)
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
@@ -281,7 +282,7 @@ class PlaceInReceptacleEnv(gym.Env):
     def render_frames(self) -> dict[str, np.ndarray]:
         """The image observations of the current state (``image_<cam>``), whatever ``obs_mode``: the suite
         renders the frames of the episodes it keeps from saved states, after the fact."""
-        return {f"image_{cam}": self._render(cam, self.image_size) for cam in self.cameras}
+        return {image_key(cam): self._render(cam, self.image_size) for cam in self.cameras}
 
     def close(self):
         pass  # the renderers are shared by the process's envs (_SHARED_RENDERERS) and live as long as it
@@ -464,7 +465,7 @@ class PlaceInReceptacleEnv(gym.Env):
             obs["object_state"] = self._object_state()
         if "image" in self.obs_mode:
             for cam in self.cameras:
-                obs[f"image_{cam}"] = self._render(cam, self.image_size)
+                obs[image_key(cam)] = self._render(cam, self.image_size)
         obs["instruction"] = self.task.instruction
         return obs
 

@@ -16,8 +16,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 from realgap.data.replay_buffer import ReplayBuffer  # noqa: F401  (the store's type)
+from realgap.envs import is_image_key
+
 from realgap.errors import RealgapError
 
 from . import stats
@@ -199,7 +200,7 @@ def select_videos(infos: list[dict], conds: list[str], per_condition: int) -> li
 def write_videos(store: ReplayBuffer, chosen: list[dict], folder: Path, fps: float) -> list[dict]:
     from .videos import write_video
 
-    image_keys = [k for k in store.keys if k.startswith("image_")]
+    image_keys = [k for k in store.keys if is_image_key(k)]
     if not image_keys or not chosen:
         return []
     folder.mkdir(parents=True, exist_ok=True)

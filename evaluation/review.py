@@ -43,9 +43,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
+from realgap.data.replay_buffer import ReplayBuffer
+from realgap.envs import is_image_key
 
 from realgap import seeding
-from realgap.data.replay_buffer import ReplayBuffer
 from realgap.errors import RealgapError
 
 from . import stats
@@ -393,7 +394,7 @@ class ReviewApp:
         self.verdicts = VerdictStore(self.suite.out / REVIEW_DIR / VERDICT_FILE, self.by_episode,
                                      int(self.options["max_note_chars"]))
         keys = self.suite.store.keys
-        self.image_keys = [k for k in keys if k.startswith("image_")]
+        self.image_keys = [k for k in keys if is_image_key(k)]
         self.has_chunks = "chunks" in keys
         self._store_lock = threading.Lock()  # zarr reads from several handler threads: one at a time
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()  # small LRU of decoded episodes

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from realgap.envs import is_image_key
 
 ACTION_BOUNDS = ("fault", "clip")
 BOUNDS_TOLERANCE = 1e-6
@@ -126,10 +127,10 @@ class _Recorder:
     def rows(self, obs) -> dict[str, np.ndarray]:
         if isinstance(obs, dict):
             rows = {k: np.asarray(v) for k, v in obs.items()
-                    if _is_array(v) and (self.frames != "none" or not k.startswith("image_"))}
+                    if _is_array(v) and (self.frames != "none" or not is_image_key(k))}
         else:
             rows = {"obs": np.asarray(obs)}
-        if self.render and not any(k.startswith("image_") for k in rows):
+        if self.render and not any(is_image_key(k) for k in rows):
             rows["image_render"] = np.asarray(self.env.render())
         return rows
 
@@ -141,7 +142,7 @@ class _Recorder:
         if hasattr(space, "spaces") and isinstance(space.spaces, dict):
             return {k: np.zeros(s.shape, s.dtype) for k, s in space.spaces.items()
                     if getattr(s, "shape", None) is not None and getattr(s, "dtype", None) is not None
-                    and np.dtype(s.dtype).kind in "biuf" and (self.frames != "none" or not k.startswith("image_"))}
+                    and np.dtype(s.dtype).kind in "biuf" and (self.frames != "none" or not is_image_key(k))}
         return {"obs": np.zeros(space.shape, space.dtype)}
 
 
@@ -246,7 +247,7 @@ def run_batch(envs: Sequence, policy, task: GroupTask) -> list[Episode]:
             rows = recorders[i].rows(obs[i])
             first = first or rows
             slot.observe(rows)
-            if task.frames == "failures" and not any(k.startswith("image_") for k in rows):
+            if task.frames == "failures" and not any(is_image_key(k) for k in rows):
                 snapshots[i] = _Snapshots.of(env)
                 if snapshots[i] is not None:
                     snapshots[i].save()
@@ -334,7 +335,7 @@ def replay_frames(task: GroupTask, episodes: list[Episode], make_env: Callable[.
     actions in an env made with ``task.frame_env_kwargs``. Episodes are deterministic per seed and actions
     (DR, sensing noise and the task all come from the seed), so the frames are those a rendered run shows
     (tested pixel for pixel). A replay that cannot follow the stored episode leaves it without frames."""
-    todo = [ep for ep in episodes if ep.info["frames"] and not any(k.startswith("image_") for k in ep.steps)]
+    todo = [ep for ep in episodes if ep.info["frames"] and not any(is_image_key(k) for k in ep.steps)]
     if not todo:
         return
     for ep in todo:  # a fresh env per episode, as in the run: renderers may keep state between episodes
@@ -354,7 +355,7 @@ def replay_frames(task: GroupTask, episodes: list[Episode], make_env: Callable[.
             continue
         finally:
             env.close()
-        for key in (k for k in rows[0] if k.startswith("image_")):
+        for key in (k for k in rows[0] if is_image_key(k)):
             ep.steps[key] = np.stack([r[key] for r in rows])
 
 
@@ -393,7 +394,7 @@ def _to_episode(task: GroupTask, slot: _Slot, t0: float, action_dim: int) -> Epi
     keep = _keep_frames(task, slot)
     for key, rows in slot.rows.items():
         # Frames of episodes not kept are dropped here; the store writer pads them with zeros.
-        if key.startswith("image_") and not keep:
+        if is_image_key(key) and not keep:
             continue
         steps[key] = np.stack(rows)
     info = {

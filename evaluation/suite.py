@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from realgap.envs import is_image_key
 from tqdm import tqdm
 
 from realgap.errors import RealgapError
@@ -32,7 +33,6 @@ from .executors import (
 )
 from .plan import Plan, build_plan
 from .rollout import FAULT_REASONS, Episode, _Recorder
-
 
 STORE_EVERY_S = 2.0  # finished episodes wait at most this long to be stored (a kill loses no more)
 
@@ -69,11 +69,11 @@ def preflight(plan: Plan, policy_spec: str, policy_kwargs: dict, key: str | None
                         # never makes a GL context, and can keep forking worker pools (executors.py).
                         spaces = getattr(frame_env.observation_space, "spaces", None) or {}
                         frame_specs = {k: (tuple(s.shape), str(np.dtype(s.dtype))) for k, s in spaces.items()
-                                       if k.startswith("image_") and getattr(s, "shape", None)}
+                                       if is_image_key(k) and getattr(s, "shape", None)}
                         if not frame_specs:  # render() frames (or undeclared images): as the env gives them
                             rows = _Recorder(frame_env, "all").rows(frame_env.reset(seed=seed)[0])
                             frame_specs = {k: (np.shape(v), str(v.dtype)) for k, v in rows.items()
-                                           if k.startswith("image_")}
+                                           if is_image_key(k)}
                     finally:
                         frame_env.close()
                     if not frame_specs:

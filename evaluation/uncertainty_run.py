@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from realgap.envs import is_image_key
 from tqdm import tqdm
 
 from realgap import seeding
@@ -535,7 +536,7 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
 
     cal_suite = json.loads(json.dumps(saved))
     # scoring re-encodes observations: an image policy's calibration episodes must keep their frames
-    needs_frames = any(k.startswith("image_") for k in scorer.keys)
+    needs_frames = any(is_image_key(k) for k in scorer.keys)
     cal_suite.update(name=f"{saved.get('name', 'suite')}-calibration", seeds={"start": c_start, "n": c_n},
                      record_chunks=True, record_frames="all" if needs_frames else "none")
     pol = cal_suite["policy"] if isinstance(cal_suite["policy"], dict) else {"spec": cal_suite["policy"]}
