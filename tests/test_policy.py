@@ -301,6 +301,11 @@ def test_image_suite_preset_matches_the_shipped_image_checkpoint():
     chunks = p.sample_chunks({"image_front": img, "proprio": np.zeros((1, 2, 8), np.float32),
                               "instruction": ["place the red block in the yellow rack"]}, 2, seed=0)
     assert chunks.shape == (1, 2, p.horizon, 4) and np.all(np.isfinite(chunks))
+    # the preset's execution (16 chunks, the medoid executed) is what its loader builds
+    from realgap.evaluation.policy_loader import load_policy as load_spec
+
+    ex = load_spec(cfg.policy.spec, dict(cfg.policy.kwargs))
+    assert (ex.num_samples, ex.chunk_choice) == (16, "medoid")
 
 
 @pytest.mark.parametrize("schedule", ["squaredcos_cap_v2", "linear", "scaled_linear"])
