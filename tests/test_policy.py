@@ -291,7 +291,8 @@ def test_image_suite_preset_matches_the_shipped_image_checkpoint():
     from realgap.cli import compose
 
     cfg = compose("suite", ["suite=image"]).suite
-    assert set(cfg.conditions) == {"nominal", "target_lab", "lighting", "appearance", "camera"}
+    assert set(cfg.conditions) == {"nominal", "target_lab", "lighting", "appearance", "camera", "placement",
+                                   "preplacement", "physics", "sensing"}
     ckpt = Path(realgap.__file__).parent / cfg.policy.spec
     p = load_diffusion(ckpt)
     assert p.state_keys == ["proprio"] and p.image_keys == ["image_front"] and p.film
