@@ -105,10 +105,10 @@ def _finite(x):
 class Scorer:
     """Computes every per-replan score of an episode with one diffusion checkpoint."""
 
-    def __init__(self, path: Path, k: int):
+    def __init__(self, path: Path, k: int, chunk_choice: str = "first"):
         from realgap.policies import load_diffusion
 
-        self.path, self.k = path, _check_k(k)
+        self.path, self.k, self.chunk_choice = path, _check_k(k), chunk_choice
         self.model = load_diffusion(path)
         self.digest = policy_digest(path)
         m = self.model
@@ -147,7 +147,8 @@ class Scorer:
         instruction = _instruction(info)
         seed = int(info.get("seed", 0))
         if chunks is None:
-            chunks = sample_at(m, steps, instruction, replan_steps, seed if noise_seed is None else noise_seed, self.k)
+            chunks = sample_at(m, steps, instruction, replan_steps, seed if noise_seed is None else noise_seed, self.k,
+                               chunk_choice=self.chunk_choice)
         norm = m.normalizer.normalize("action", torch.as_tensor(np.asarray(chunks, np.float32))).numpy()
         traces = {name: [] for name in U.ALL_SCORES}
         for r, c in enumerate(norm):
@@ -525,8 +526,14 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     if cal_seeds & eval_seeds:
         raise RealgapError(f"calibration.seeds: overlap the suite's evaluation seeds (e.g. {min(cal_seeds & eval_seeds)}); "
                            "calibration needs held-out seeds")
+    kwargs = (saved["policy"].get("kwargs") or {}) if isinstance(saved["policy"], dict) else {}
+    choice = str(kwargs.get("chunk_choice", "first"))
+    if choice != "first" and int(kwargs.get("num_samples", 1)) != opts["k"]:
+        # the executed chunk depends on K: calibration episodes must run as the suite's did
+        raise RealgapError(f"k: the suite executes the {choice} of {kwargs.get('num_samples', 1)} chunks per replan; "
+                           f"pass k={kwargs.get('num_samples', 1)} (got {opts['k']})")
     torch.set_num_threads(opts["torch_threads"])
-    scorer = Scorer(ckpt, opts["k"])
+    scorer = Scorer(ckpt, opts["k"], choice)
     scorer.check_store(store, str(out / STORE_DIR))
     unc = out / "uncertainty"
     prepare_dir(unc, resume, overwrite, field="out")
@@ -555,7 +562,7 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     # 3. calibrate, metrics, files
     c = calibrate(cal_scored, opts["alpha"], opts["score"], opts["aggregate"], opts["topq"])
     cal = {"schema": SCHEMA, "score": opts["score"], "aggregate": opts["aggregate"], "topq": opts["topq"],
-           "alpha": opts["alpha"], "k_samples": opts["k"], "calibration_condition": cond, **c,
+           "alpha": opts["alpha"], "k_samples": opts["k"], "chunk_choice": choice, "calibration_condition": cond, **c,
            "calibration_suite": str(cal_out), "policy": str(spec), "policy_digest": scorer.digest}
     metrics = detector_metrics(ev_scored, cal, opts, cond)
     metrics["noise_floor"] = noise_floor(scorer, cal_scored, opts["noise_floor_episodes"])
@@ -617,7 +624,7 @@ def score_main(cfg, resume: bool = False, overwrite: bool = False) -> int:
     if k != cal["k_samples"]:
         raise RealgapError(f"k: {k} differs from the calibration's K={cal['k_samples']} (scores depend on K)")
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
-    scorer = Scorer(ckpt, k)
+    scorer = Scorer(ckpt, k, str(cal.get("chunk_choice", "first")))  # re-sampled as the calibration episodes ran
     scorer.check_store(store, str(store_path))
     nov = cal_path.parent / "novelty.npz"
     if nov.exists():

@@ -2,12 +2,12 @@
 
 Each slot keeps its last ``n_obs_steps`` observations (the first one repeated at the start, as the
 training sampler pads). When a slot's action queue is empty it replans: all such slots go into ONE
-``sample_chunks`` call; the slot executes ``n_action_steps`` actions of sample 0 (``chunk_choice="medoid"``:
-of the medoid of the K samples' executed parts), starting at the
+``sample_chunks`` call; the slot executes ``n_action_steps`` actions of sample 0, starting at the
 current step (``pred[To-1 : To-1+Ta]``). The noise of replan r of the episode with seed s derives
 from ``(s, "policy_noise", r)`` only, so an episode's actions never depend on the batch it ran in.
 
-Every sampled chunk set (K, horizon, action_dim) goes to ``on_chunk(slot, step, chunks)`` for
+``chunk_choice="medoid"`` executes the medoid of the K samples' executed parts instead; the chunk set is then
+reordered so that the executed chunk is sample 0 for everything downstream. Every chunk set (K, horizon, action_dim) goes to ``on_chunk(slot, step, chunks)`` for
 uncertainty scoring. After each ``act`` call, ``last_chunks[j]`` is the chunk set sampled in that call
 for ``slots[j]`` (None where that slot did not replan), and ``slot_chunks[slot]`` the latest one per slot.
 
@@ -39,19 +39,22 @@ def history_rows(step: int, n_obs_steps: int) -> list[int]:
 
 
 def sample_at(policy: DiffusionPolicy, steps: dict[str, np.ndarray], instruction: str, replan_steps: Sequence[int],
-              episode_seed: int, num_samples: int, replans: Sequence[int] | None = None) -> np.ndarray:
+              episode_seed: int, num_samples: int, replans: Sequence[int] | None = None,
+              chunk_choice: str = "first") -> np.ndarray:
     """Re-sample the K chunks of logged replans offline: (len(replan_steps), K, horizon, action_dim).
 
     ``steps`` holds the episode's per-step observation arrays (row t = o_t). With the episode seed
     and replan indices of the run, this reproduces what the executor sampled online (same history,
-    same noise), in one batched call.
+    same noise, the executed chunk first), in one batched call.
     """
     keys = [*policy.state_keys, *policy.image_keys]
     replans = range(len(replan_steps)) if replans is None else replans
     batch = {k: np.stack([steps[k][history_rows(t, policy.n_obs_steps)] for t in replan_steps]) for k in keys}
     batch["instruction"] = [instruction] * len(replan_steps)
     seeds = [replan_seed(episode_seed, r) for r in replans]
-    return policy.sample_chunks(batch, num_samples=int(num_samples), seed=seeds)
+    chunks = policy.sample_chunks(batch, num_samples=int(num_samples), seed=seeds)
+    start = policy.n_obs_steps - 1
+    return np.stack([executed_first(c, start, policy.n_action_steps, chunk_choice) for c in chunks])
 
 
 CHUNK_CHOICES = ("first", "medoid")
@@ -63,6 +66,15 @@ def medoid(chunks: np.ndarray) -> int:
     flat = chunks.reshape(len(chunks), -1).astype(np.float64)
     dist = np.sqrt(((flat[:, None] - flat[None]) ** 2).sum(-1)).sum(1)
     return int(np.argmin(dist))
+
+
+def executed_first(chunks: np.ndarray, start: int, length: int, chunk_choice: str) -> np.ndarray:
+    """The K chunks (K, horizon, A) with the one to execute first: "sample 0 is executed" then holds for every
+    consumer (stored chunks, uncertainty scores) whatever the choice. ``medoid`` judges the executed part."""
+    if chunk_choice == "first" or len(chunks) < 2:
+        return chunks
+    k = medoid(chunks[:, start:start + length])
+    return chunks if k == 0 else chunks[[k, *(i for i in range(len(chunks)) if i != k)]]
 
 
 class RecedingHorizonExecutor:
@@ -123,9 +135,9 @@ class RecedingHorizonExecutor:
         chunks = self.policy.sample_chunks(batch, num_samples=self.num_samples, seed=seeds)
         start = self.policy.n_obs_steps - 1
         for s, c in zip(slots, chunks):
+            c = executed_first(c, start, self.n_action_steps, self.chunk_choice)
             self.slot_chunks[s] = c
             if self.on_chunk is not None:
                 self.on_chunk(s, self.steps[s], c)
-            executed = c[:, start:start + self.n_action_steps]
-            self.queue[s].extend(executed[medoid(executed) if self.chunk_choice == "medoid" else 0])
+            self.queue[s].extend(c[0, start:start + self.n_action_steps])
             self.replans[s] += 1

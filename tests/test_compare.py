@@ -106,7 +106,8 @@ def test_executor_executes_the_medoid_chunk_and_rejects_unknown_choices():
     med = RecedingHorizonExecutor(Stub(), num_samples=5, chunk_choice="medoid")
     med.reset([1])
     a = med.act(obs, [0])[0]
-    chunks = med.slot_chunks[0]
-    assert a[0] == pytest.approx(chunks[medoid(chunks[:, 1:5]), 1, 0]) and a[0] < 0.2
+    chunks = med.slot_chunks[0]  # reordered: the executed (medoid) chunk first, the outlier after it
+    assert a[0] == pytest.approx(chunks[0, 1, 0]) and a[0] < 0.2 and np.isclose(chunks[1:, 1, 0], 0.9).any()
+    assert medoid(chunks[:, 1:5]) == 0
     with pytest.raises(ValueError, match="chunk_choice"):
         RecedingHorizonExecutor(Stub(), chunk_choice="mean")

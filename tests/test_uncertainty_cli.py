@@ -134,3 +134,17 @@ def test_image_policy_calibration_keeps_frames_for_scoring(tmp_path):
     cal = ReplayBuffer.open(out / "uncertainty" / "calibration" / "episodes.zarr", mode="r")
     assert "image_front" in cal.keys and "chunks" in cal.keys
     assert _load(out / "uncertainty" / "calibration.json")["n"] >= 1
+
+
+def test_a_medoid_suite_is_calibrated_with_its_own_k(tmp_path, capsys):
+    """Under chunk_choice=medoid the executed chunk depends on K: calibrating with another K would calibrate
+    another execution, so it is refused before anything runs; with the suite's K it runs and records the choice."""
+    out = tmp_path / "medoid"
+    assert main(["suite", f"out={out}", "conditions=[nominal]", "suite.seeds.n=2", "suite.batch_envs=2",
+                 "executor=inline", "suite.record_chunks=true", f"+suite.policy.kwargs.num_samples={K}",
+                 "+suite.policy.kwargs.chunk_choice=medoid", "suite.record_frames=none", "report.enabled=false"]) == 0
+    capsys.readouterr()  # the suite's progress bar
+    err = _error(capsys, ["uncertainty", f"out={out}", *CAL, "k=3"])
+    assert "k:" in err and f"k={K}" in err and not (out / "uncertainty").exists()
+    assert main(["uncertainty", f"out={out}", *CAL]) == 0
+    assert _load(out / "uncertainty" / "calibration.json")["chunk_choice"] == "medoid"
