@@ -445,3 +445,20 @@ def test_gather_crops_equal_slice_crops():
     assert a.shape == b.shape == (37, 3, 58, 58)
     assert torch.equal(a, b)
     assert not torch.equal(a, slice_crops(img, lefts, tops, 58))  # offsets matter (rows vs columns)
+
+
+def test_film_mish_has_torch_values_and_gradient():
+    """The FiLM conv blocks' mish: F.mish's forward bit for bit (inference is unchanged), its gradient from
+    vectorised ops within float rounding of aten's mish_backward."""
+    import torch.nn.functional as F
+
+    from realgap.policies.networks import _MishGrad, mish
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(8, 16, 29, 29, generator=g) * 3).requires_grad_()
+    up = torch.randn(8, 16, 29, 29, generator=g)
+    assert torch.equal(mish(x), F.mish(x))
+    ours, = torch.autograd.grad(mish(x), x, up)
+    ref, = torch.autograd.grad(F.mish(x), x, up)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    assert torch.autograd.gradcheck(_MishGrad.apply, (torch.randn(30, dtype=torch.float64, generator=g).requires_grad_(),))
