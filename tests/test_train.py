@@ -163,3 +163,28 @@ def test_pointer_image_policy_trains_on_pixel_labels_and_acts_without_them(tmp_p
            "instruction": ["place the red block in the yellow rack"]}
     chunks = p.sample_chunks(obs, num_samples=2, seed=[0])
     assert chunks.shape[:2] == (1, 2) and np.all(np.isfinite(chunks))
+
+
+def test_rollout_check_env_must_match_the_policy_before_anything_is_written(tmp_path):
+    """An image policy checked in a state-only env faulted on every episode and read as 0% success."""
+    fake_store(tmp_path / "img.zarr", n_episodes=4, image=True)
+    cfg = train_cfg(tmp_path / "img.zarr", tmp_path / "out", steps=3, policy=IMAGE_POLICY, rollout_every=3,
+                    rollout_episodes=2)
+    with pytest.raises(RealgapError, match="train.rollout_every: the env of data=.* gives image_front no such key"):
+        main(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_rollout_check_stops_on_a_policy_fault_instead_of_counting_a_failure():
+    import realgap.envs as envs
+    from realgap.policies.rollout import rollout_success
+
+    class Broken:
+        def reset(self, episode_seeds):
+            pass
+
+        def act(self, obs, slots):
+            raise KeyError("image_front")
+
+    with pytest.raises(RealgapError, match="rollout check: seed 7 faulted .*policy_error.*image_front"):
+        rollout_success(lambda: envs.make("realgap/PlaceInReceptacle-v0"), Broken(), [7, 8], batch=2)
