@@ -25,6 +25,7 @@ import numpy as np
 from realgap.errors import RealgapError
 
 from . import stats
+from .store import suite_outcomes
 
 
 # ------------------------------------------------------------------------------------ demo digest
@@ -56,17 +57,6 @@ def load_manifest(out: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RealgapError(f"{path}: missing or unreadable (run `realgap ablate` first)") from e
-
-
-def suite_outcomes(folder: str | Path) -> dict[str, dict[int, bool]]:
-    """{condition: {episode seed: success}} of a suite output folder's episode store."""
-    from .store import STORE_DIR, open_store
-
-    store = open_store(Path(folder) / STORE_DIR, mode="r")
-    out: dict[str, dict[int, bool]] = {}
-    for info in store.episode_infos():
-        out.setdefault(info["condition"], {})[int(info["seed"])] = bool(info["success"])
-    return out
 
 
 def outcome_matrix(runs: list[dict[int, bool]], seeds: list[int]) -> np.ndarray:

@@ -17,28 +17,17 @@ from pathlib import Path
 
 from realgap.errors import RealgapError
 from realgap.evaluation.stats import compare_paired, wilson
-from realgap.evaluation.store import open_store
+from realgap.evaluation.store import SUITE_FILE, suite_outcomes
 
 FIELDS = ["condition", "n_pairs", "a_successes", "a_rate", "a_low", "a_high", "b_successes", "b_rate", "b_low",
           "b_high", "difference", "diff_low", "diff_high", "only_a", "only_b", "p_value"]
 
 
 def suite_meta(out: Path) -> dict:
-    path = Path(out) / "suite.json"
+    path = Path(out) / SUITE_FILE
     if not path.is_file():
         raise RealgapError(f"{path}: not found (a suite output folder holds suite.json and episodes.zarr)")
     return json.loads(path.read_text())
-
-
-def outcomes(out: Path) -> dict[str, dict[int, bool]]:
-    """{condition: {episode seed: success}} of a suite's stored episodes."""
-    store_path = Path(out) / "episodes.zarr"
-    if not store_path.exists():
-        raise RealgapError(f"{store_path}: not found (run the suite first)")
-    by: dict[str, dict[int, bool]] = {}
-    for info in open_store(store_path).episode_infos():
-        by.setdefault(str(info["condition"]), {})[int(info["seed"])] = bool(info["success"])
-    return by
 
 
 def condition_definitions(meta: dict) -> dict[str, str]:
@@ -50,7 +39,7 @@ def condition_definitions(meta: dict) -> dict[str, str]:
 
 def compare_suites(a: Path, b: Path, seed: int = 0, n_boot: int = 10_000) -> list[dict]:
     defs_a, defs_b = condition_definitions(suite_meta(a)), condition_definitions(suite_meta(b))
-    out_a, out_b = outcomes(a), outcomes(b)
+    out_a, out_b = suite_outcomes(a), suite_outcomes(b)
     shared = [c for c in out_a if c in out_b]
     if not shared:
         raise RealgapError(f"b: {b} shares no condition with a: {a}")

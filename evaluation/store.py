@@ -93,6 +93,17 @@ def open_store(path: Path, mode: str = "r") -> ReplayBuffer:
         raise RealgapError(f"{path}: corrupt episode store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+def suite_outcomes(folder: str | Path) -> dict[str, dict[int, bool]]:
+    """{condition: {episode seed: success}} of a suite output folder's episode store."""
+    store_path = Path(folder) / STORE_DIR
+    if not store_path.exists():
+        raise RealgapError(f"{store_path}: not found (run the suite first)")
+    out: dict[str, dict[int, bool]] = {}
+    for info in open_store(store_path, mode="r").episode_infos():
+        out.setdefault(str(info["condition"]), {})[int(info["seed"])] = bool(info["success"])
+    return out
+
+
 def store_path_of(out: Path) -> Path:
     """The episode store of a suite output folder, or ``out`` itself when it is a store (demos)."""
     out = Path(out).expanduser()
