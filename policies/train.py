@@ -23,7 +23,7 @@ from tqdm import tqdm
 from realgap.data.dataset import DemoDataset
 from realgap.errors import RealgapError
 from realgap.outputs import prepare_dir
-from realgap.policies.checkpoint import load_train_state, save_policy, save_train_state
+from realgap.policies.checkpoint import check_spaces, load_train_state, save_policy, save_train_state
 from realgap.policies.diffusion import DEFAULTS, EMA, DiffusionPolicy
 from realgap.policies.executor import RecedingHorizonExecutor
 from realgap.policies.rollout import rollout_success
@@ -158,21 +158,16 @@ def freeze_encoder(policy: DiffusionPolicy, ema: EMA, dataset: DemoDataset) -> N
     cache_image_features(policy, dataset)
 
 
-def check_rollout_env(cfg: DictConfig, policy_cfg: dict, shapes: dict) -> None:
+def check_rollout_env(cfg: DictConfig, policy: DiffusionPolicy) -> None:
     """train.rollout_every runs episodes in the env of ``data``: it must give every observation the policy
     reads, with the shapes it trains on (checked before the first step, not found at the first check)."""
     from realgap.data.collect import make_env
 
     env = make_env(cfg.data, None)
     try:
-        space = env.observation_space
-        for k in [*policy_cfg["state_keys"], *policy_cfg["image_keys"]]:
-            have = tuple(space[k].shape) if k in space.spaces else None
-            if have != tuple(shapes[k]):
-                raise RealgapError(f"train.rollout_every: the env of data={cfg.data.get('name', cfg.data.path)} gives {k} "
-                                   f"{'no such key' if have is None else f'shape {have}'}, the policy trains on "
-                                   f"{tuple(shapes[k])} (pass the demos' data config, e.g. data=demos_image, "
-                                   "or train.rollout_every=0)")
+        check_spaces(policy, env.observation_space, env.action_space,
+                     where=f"train.rollout_every: the env of data={cfg.data.get('name', cfg.data.path)} (pass the "
+                           "demos' data config, e.g. data=demos_image, or train.rollout_every=0)")
     finally:
         env.close()
 
@@ -243,12 +238,12 @@ def main(cfg: DictConfig, resume: bool = False, overwrite: bool = False) -> int:
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
     device = resolve_device(t.get("device", "auto"))
     dataset = load_dataset(cfg, policy_cfg)
-    if int(t.rollout_every or 0) and int(t.rollout_episodes) > 0:
-        check_rollout_env(cfg, policy_cfg, dataset.shapes())
-    prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     torch.set_num_threads(int(t.torch_threads))
     seed = int(t.seed)
     policy = init_policy(policy_cfg, dataset, seed, device)
+    if int(t.rollout_every or 0) and int(t.rollout_episodes) > 0:
+        check_rollout_env(cfg, policy)
+    prepare_dir(out, resume, overwrite, field="out_dir", marker="train_state.json", what="training run")  # after the config and data proved valid
     ema = EMA(policy, power=float(t.ema_power))
     opt = torch.optim.AdamW(policy.parameters(), lr=float(t.lr), betas=tuple(t.betas), weight_decay=float(t.weight_decay))
     start, rows = 0, []

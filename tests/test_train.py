@@ -170,7 +170,7 @@ def test_rollout_check_env_must_match_the_policy_before_anything_is_written(tmp_
     fake_store(tmp_path / "img.zarr", n_episodes=4, image=True)
     cfg = train_cfg(tmp_path / "img.zarr", tmp_path / "out", steps=3, policy=IMAGE_POLICY, rollout_every=3,
                     rollout_episodes=2)
-    with pytest.raises(RealgapError, match="train.rollout_every: the env of data=.* gives image_front no such key"):
+    with pytest.raises(RealgapError, match="train.rollout_every: the env of data=.*: shapes.image_front: env observation has no 'image_front'"):
         main(cfg)
     assert not (tmp_path / "out").exists()
 
