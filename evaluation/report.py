@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+
 from realgap.data.replay_buffer import ReplayBuffer  # noqa: F401  (the store's type)
 from realgap.envs import is_image_key
-
 from realgap.errors import RealgapError
 
 from . import stats

@@ -43,10 +43,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from realgap.data.replay_buffer import ReplayBuffer
-from realgap.envs import is_image_key
 
 from realgap import seeding
+from realgap.data.replay_buffer import ReplayBuffer
+from realgap.envs import is_image_key
 from realgap.errors import RealgapError
 
 from . import stats

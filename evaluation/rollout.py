@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
 from realgap.envs import is_image_key
 
 ACTION_BOUNDS = ("fault", "clip")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from realgap.envs import is_image_key
 from tqdm import tqdm
 
+from realgap.envs import is_image_key
 from realgap.errors import RealgapError
 
 from . import store as store_mod

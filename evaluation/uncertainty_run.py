@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from realgap.envs import is_image_key
 from tqdm import tqdm
 
 from realgap import seeding
+from realgap.envs import is_image_key
 from realgap.errors import RealgapError
 from realgap.outputs import prepare_dir
 
@@ -527,11 +527,11 @@ def main(cfg, resume: bool = False, overwrite: bool = False) -> int:
         raise RealgapError(f"calibration.seeds: overlap the suite's evaluation seeds (e.g. {min(cal_seeds & eval_seeds)}); "
                            "calibration needs held-out seeds")
     kwargs = (saved["policy"].get("kwargs") or {}) if isinstance(saved["policy"], dict) else {}
-    choice = str(kwargs.get("chunk_choice", "first"))
-    if choice != "first" and int(kwargs.get("num_samples", 1)) != opts["k"]:
+    choice, executed_k = str(kwargs.get("chunk_choice", "first")), int(kwargs.get("num_samples", 1))
+    if choice != "first" and executed_k != opts["k"]:
         # the executed chunk depends on K: calibration episodes must run as the suite's did
-        raise RealgapError(f"k: the suite executes the {choice} of {kwargs.get('num_samples', 1)} chunks per replan; "
-                           f"pass k={kwargs.get('num_samples', 1)} (got {opts['k']})")
+        raise RealgapError(f"k: the suite executes the {choice} of {executed_k} chunks per replan; "
+                           f"pass k={executed_k} (got {opts['k']})")
     torch.set_num_threads(opts["torch_threads"])
     scorer = Scorer(ckpt, opts["k"], choice)
     scorer.check_store(store, str(out / STORE_DIR))
